@@ -1,0 +1,125 @@
+"""Lucent's robustness transforms as ``nn.Module``\\ s with explicit randomness.
+
+Lucent's ``transform.jitter``/``random_scale``/``random_rotate`` draw from
+NumPy's global random state and move tensors to a global device. These modules
+do the same image operations (translation and rotation through kornia, as
+Lucent does) on the input's own device, drawing from a ``torch.Generator``
+passed to ``forward``.
+"""
+
+from typing import Optional, Sequence
+
+import kornia
+import torch
+import torch.nn.functional as F
+from kornia.geometry.transform import translate
+from torch import nn
+
+__all__ = [
+    "Jitter",
+    "Pad",
+    "RandomRotate",
+    "RandomScale",
+    "TransformPipeline",
+    "standard_transforms",
+]
+
+
+def _choice(values: Sequence, generator: Optional[torch.Generator]):
+    i = int(torch.randint(len(values), (1,), generator=generator))
+    return values[i]
+
+
+class Pad(nn.Module):
+    """Pad by ``width`` pixels on every side (constant ``value`` or reflect)."""
+
+    def __init__(self, width: int, mode: str = "constant", value: float = 0.5):
+        super().__init__()
+        self.width, self.mode, self.value = int(width), mode, float(value)
+
+    def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        value = self.value if self.mode == "constant" else None
+        if value is None:
+            return F.pad(x, [self.width] * 4, mode=self.mode)
+        return F.pad(x, [self.width] * 4, mode=self.mode, value=value)
+
+
+class Jitter(nn.Module):
+    """Translate by a random offset in ``{0, .., d-1}`` pixels on each axis."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        if d < 2:
+            raise ValueError(f"d must be at least 2, got {d}")
+        self.d = int(d)
+
+    def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        shift = torch.randint(self.d, (2,), generator=generator).float()
+        return translate(x, shift[None].to(device=x.device, dtype=x.dtype))
+
+
+class RandomScale(nn.Module):
+    """Rescale by a factor drawn from ``scales`` (bilinear), padding to size."""
+
+    def __init__(self, scales: Sequence[float]):
+        super().__init__()
+        self.scales = [float(s) for s in scales]
+
+    def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        s = _choice(self.scales, generator)
+        h, w = x.shape[-2:]
+        size = [max(1, int(round(s * h))), max(1, int(round(s * w)))]
+        y = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        pad_h, pad_w = max(0, (h - size[0] + 1) // 2), max(0, (w - size[1] + 1) // 2)
+        return F.pad(y, [pad_w, pad_w, pad_h, pad_h])
+
+
+class RandomRotate(nn.Module):
+    """Rotate about the centre by an angle (degrees) drawn from ``angles``."""
+
+    def __init__(self, angles: Sequence[float]):
+        super().__init__()
+        self.angles = [float(a) for a in angles]
+
+    def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        b, _, h, w = x.shape
+        angle = torch.full((b,), _choice(self.angles, generator), device=x.device)
+        center = torch.tensor([[(w - 1) / 2.0, (h - 1) / 2.0]], device=x.device)
+        center = center.expand(b, 2)
+        scale = torch.ones(b, 2, device=x.device)
+        matrix = kornia.get_rotation_matrix2d(center, angle, scale)
+        return kornia.warp_affine(x.float(), matrix.to(x.dtype), dsize=(h, w))
+
+
+class TransformPipeline(nn.Module):
+    """Apply transforms in order, passing one generator to each."""
+
+    def __init__(self, transforms: Sequence[nn.Module]):
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        for t in self.transforms:
+            x = t(x, generator=generator)
+        return x
+
+
+def standard_transforms(image_size: int = 224) -> TransformPipeline:
+    """Lucent's ``standard_transforms`` scaled to the image size.
+
+    For 224-pixel images this is Lucent's list (pad 12, jitter 8, scale
+    0.9..1.1, rotate -10..10 degrees, jitter 4); smaller images get pad and
+    jitter proportional to their size (at least 1 and 2 pixels).
+    """
+    f = image_size / 224.0
+    pad = max(1, int(round(12 * f)))
+    j1, j2 = max(2, int(round(8 * f))), max(2, int(round(4 * f)))
+    return TransformPipeline(
+        [
+            Pad(pad, mode="constant", value=0.5),
+            Jitter(j1),
+            RandomScale([1 + (i - 5) / 50.0 for i in range(11)]),
+            RandomRotate(list(range(-10, 11)) + 5 * [0]),
+            Jitter(j2),
+        ]
+    )
