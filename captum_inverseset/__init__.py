@@ -8,21 +8,38 @@ Adds to ``captum.attr`` the methods it lacks for understanding single neurons:
   (Ghorbani & Zou, 2020).
 * :class:`EGBAS`: samples in the generative region of a generator's latent
   (Jeon, Jeong & Choi, 2020).
-* :class:`NeuronProfile`: dataset examples, activation statistics, activation
-  maximisation and dissection scores of a neuron.
+* :class:`NeuronProfile`: dataset examples and activation statistics of a
+  neuron; :class:`NeuronActivationMaximization` (Lucent-style feature
+  visualisation with our hooks) and :class:`NetworkDissection` (IoU of units
+  with concept masks) beside it.
 """
 
-from ._core.generative.egbas import EGBAS
-from ._core.layer.neuron_shapley import NeuronShapley
-from ._core.neuron.neuron_inverse_set import NeuronInverseSet
-from ._core.neuron.neuron_profile import NeuronProfile
+import warnings as _warnings
+
+# kornia 0.4.1 (the release Lucent 0.1.8 works with) decorates functions with
+# torch.jit.script at import time, which newer torch reports as deprecated.
+# Import it once here with that one warning silenced.
+with _warnings.catch_warnings():
+    _warnings.filterwarnings("ignore", ".*torch.jit.script.*", FutureWarning)
+    import kornia  # noqa: F401
+
+from . import objectives  # noqa: E402
+from ._core.generative.egbas import EGBAS  # noqa: E402
+from ._core.layer.network_dissection import NetworkDissection  # noqa: E402
+from ._core.layer.neuron_shapley import NeuronShapley  # noqa: E402
+from ._core.neuron.neuron_activation_maximization import NeuronActivationMaximization  # noqa: E402
+from ._core.neuron.neuron_inverse_set import NeuronInverseSet  # noqa: E402
+from ._core.neuron.neuron_profile import NeuronProfile  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EGBAS",
+    "NetworkDissection",
+    "NeuronActivationMaximization",
     "NeuronInverseSet",
     "NeuronProfile",
     "NeuronShapley",
+    "objectives",
     "__version__",
 ]

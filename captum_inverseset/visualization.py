@@ -71,9 +71,9 @@ def visualize_image_grid(
     arr = images.detach().cpu().float().permute(0, 2, 3, 1).numpy()
     for i in range(n):
         r, col = divmod(i, ncols)
-        grid[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = (
-            arr[i]
-        )
+        grid[
+            r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w
+        ] = arr[i]
     if plt_fig_axis is None:
         fig, ax = plt.subplots(figsize=fig_size)
     else:

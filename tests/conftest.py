@@ -20,4 +20,4 @@ def digits_data():
     return load_digits_dataset()
 
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)

@@ -22,7 +22,9 @@ class InterpretationResult:
 
     def tensors(self) -> tuple:
         return tuple(
-            getattr(self, f) for f in self._tensor_fields if getattr(self, f) is not None
+            getattr(self, f)
+            for f in self._tensor_fields
+            if getattr(self, f) is not None
         )
 
     def to_dict(self) -> Dict[str, Any]:

@@ -53,9 +53,11 @@ class GeneratorParameterization(nn.Module):
         std = self.prior_std if scale is None else scale
         codes = torch.randn((n, *self.code_shape), generator=generator) * std
         if device is None:
-            p = next(iter(self.generator.parameters()), None) if isinstance(
-                self.generator, nn.Module
-            ) else None
+            p = (
+                next(iter(self.generator.parameters()), None)
+                if isinstance(self.generator, nn.Module)
+                else None
+            )
             device = p.device if p is not None else torch.device("cpu")
         return codes.to(device)
 

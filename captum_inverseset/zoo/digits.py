@@ -5,11 +5,13 @@ They ship with the package (weights in ``zoo/weights``, trained by
 and the benchmarks run with no download.
 
 * :func:`digits_classifier`: a CNN, 1x8x8 image in [0, 1] -> 10 logits.
-* :func:`digits_generator`: the decoder of a VAE, latent ``(8,)`` ~ N(0, I) ->
-  1x8x8 image in [0, 1], with LeakyReLU hidden layers whose pre-activations
-  (``fc1``, ``fc2``, ``deconv1``) define E-GBAS's generative boundaries.
-* :func:`digits_encoder`: the VAE's encoder mean, 1x8x8 image -> ``(8,)``; the
-  low-dimensional encoding ``E`` that inverse-set sampling measures spread in.
+* :func:`digits_generator`: the decoder of a two-stage VAE, latent ``(8,)`` ~
+  N(0, I) -> 1x8x8 image in [0, 1], with LeakyReLU hidden layers whose
+  pre-activations (``prior_fc1``, ``prior_fc2``, ``fc1``, ``fc2``,
+  ``deconv1``) define E-GBAS's generative boundaries.
+* :func:`digits_encoder`: the two-stage VAE's encoder mean, 1x8x8 image ->
+  ``(8,)`` in the generator's latent space; the low-dimensional encoding ``E``
+  that inverse-set sampling measures spread in.
 """
 
 import os
@@ -117,15 +119,28 @@ class DigitsClassifier(nn.Module):
 
 
 class DigitsGenerator(nn.Module):
-    """VAE decoder: latent ``(8,)`` -> 1x8x8 image in [0, 1].
+    """Two-stage VAE decoder: latent ``u`` ``(8,)`` ~ N(0, I) -> 1x8x8 in [0, 1].
 
-    ``fc1``, ``fc2`` and ``deconv1`` output pre-activations (the LeakyReLUs are
-    the separate modules ``act1``..``act3``), which is what E-GBAS needs.
+    A first-stage VAE (trained with an added adversarial term for sharper
+    digits) decodes its latent ``z`` through ``fc1`` (64 units), ``fc2``
+    (32x4x4) and ``deconv1`` (16x8x8). Its aggregate posterior is not
+    N(0, I), so prior samples of ``z`` fall between digits; a second-stage
+    VAE on ``z`` (Dai & Wipf, 2019) learns the map ``u -> z``, the MLP
+    ``prior_fc1 -> prior_fc2 -> prior_out`` in front.
+
+    Every linear/conv layer outputs pre-activations (the LeakyReLUs are the
+    separate modules ``prior_act1``, ``prior_act2``, ``act1``..``act3``),
+    which is what E-GBAS needs for its generative boundaries.
     """
 
     def __init__(self, latent_dim: int = LATENT_DIM) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+        self.prior_fc1 = nn.Linear(latent_dim, 128)
+        self.prior_act1 = nn.LeakyReLU(0.2)
+        self.prior_fc2 = nn.Linear(128, 128)
+        self.prior_act2 = nn.LeakyReLU(0.2)
+        self.prior_out = nn.Linear(128, latent_dim)
         self.fc1 = nn.Linear(latent_dim, 64)
         self.act1 = nn.LeakyReLU(0.2)
         self.fc2 = nn.Linear(64, 32 * 4 * 4)
@@ -136,18 +151,30 @@ class DigitsGenerator(nn.Module):
         self.conv_out = nn.Conv2d(16, 1, 3, padding=1)
         self.out = nn.Sigmoid()
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def to_first_stage(self, u: torch.Tensor) -> torch.Tensor:
+        """Second-stage decoder: N(0, I) latent ``u`` -> first-stage latent ``z``."""
+        h = self.prior_act1(self.prior_fc1(u))
+        return self.prior_out(self.prior_act2(self.prior_fc2(h)))
+
+    def decode_first_stage(self, z: torch.Tensor) -> torch.Tensor:
+        """First-stage decoder: latent ``z`` -> image."""
         h = self.act1(self.fc1(z))
         h = self.unflatten(self.act2(self.fc2(h)))
         h = self.act3(self.deconv1(h))
         return self.out(self.conv_out(h))
 
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.decode_first_stage(self.to_first_stage(u))
+
 
 class DigitsEncoder(nn.Module):
-    """VAE encoder: 1x8x8 image -> latent mean ``(8,)`` (and log-variance).
+    """Two-stage VAE encoder: 1x8x8 image -> latent mean ``u`` ``(8,)``.
 
-    ``forward`` returns the mean only, which is the encoding ``E`` used for
-    inverse-set spread; :meth:`encode` returns ``(mean, log_variance)``.
+    ``forward`` returns the mean of ``u``, the same space the generator
+    samples from (so ``G(E(x))`` approximately reconstructs ``x``); it is the
+    low-dimensional encoding ``E`` used for inverse-set spread.
+    :meth:`encode_first_stage` returns the first stage's ``(mean, log_variance)``
+    of ``z``; :meth:`encode` returns ``(mean, log_variance)`` of ``u``.
     """
 
     def __init__(self, latent_dim: int = LATENT_DIM) -> None:
@@ -162,11 +189,24 @@ class DigitsEncoder(nn.Module):
         self.act3 = nn.LeakyReLU(0.2)
         self.mean = nn.Linear(64, latent_dim)
         self.log_variance = nn.Linear(64, latent_dim)
+        self.post_fc1 = nn.Linear(latent_dim, 128)
+        self.post_act1 = nn.LeakyReLU(0.2)
+        self.post_fc2 = nn.Linear(128, 128)
+        self.post_act2 = nn.LeakyReLU(0.2)
+        self.post_out = nn.Linear(128, 2 * latent_dim)
 
-    def encode(self, x: torch.Tensor):
+    def encode_first_stage(self, x: torch.Tensor):
         h = self.act2(self.conv2(self.act1(self.conv1(x))))
         h = self.act3(self.fc(self.flatten(h)))
         return self.mean(h), self.log_variance(h)
+
+    def encode_second_stage(self, z: torch.Tensor):
+        h = self.post_act2(self.post_fc2(self.post_act1(self.post_fc1(z))))
+        out = self.post_out(h)
+        return out[:, : self.latent_dim], out[:, self.latent_dim :]
+
+    def encode(self, x: torch.Tensor):
+        return self.encode_second_stage(self.encode_first_stage(x)[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)[0]
@@ -212,10 +252,10 @@ def digits_classifier(pretrained: bool = True) -> DigitsClassifier:
 
 
 def digits_generator(pretrained: bool = True) -> DigitsGenerator:
-    """The shipped VAE decoder, latent ``(8,)`` ~ N(0, I) -> 1x8x8 in [0, 1]."""
+    """The shipped two-stage VAE decoder, ``(8,)`` ~ N(0, I) -> 1x8x8 in [0, 1]."""
     return _build(DigitsGenerator(), "digits_generator", pretrained)
 
 
 def digits_encoder(pretrained: bool = True) -> DigitsEncoder:
-    """The shipped VAE encoder mean, 1x8x8 image -> ``(8,)`` latent."""
+    """The shipped two-stage VAE encoder mean, 1x8x8 image -> ``(8,)`` latent."""
     return _build(DigitsEncoder(), "digits_encoder", pretrained)

@@ -66,9 +66,9 @@ def _assert_same_state(before: dict, after: dict, what: str) -> None:
             for (name, tb), (_, ta) in zip(mb, ma):
                 assert torch.equal(tb, ta), f"{what}: {key[:-1]} {name} changed"
     assert before["training"] == after["training"], f"{what}: training flag changed"
-    assert (
-        before["requires_grad"] == after["requires_grad"]
-    ), f"{what}: requires_grad changed"
+    assert before["requires_grad"] == after["requires_grad"], (
+        f"{what}: requires_grad changed"
+    )
 
 
 def _prepare(case: Case):

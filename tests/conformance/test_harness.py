@@ -112,5 +112,5 @@ def test_capture_layer_removes_hook_on_error():
     model = _tiny()
     with pytest.raises(ZeroDivisionError):
         with capture_layer(model[0]):
-            1 / 0
+            raise ZeroDivisionError("inside the block")
     assert not model[0]._forward_hooks
