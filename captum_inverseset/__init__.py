@@ -24,22 +24,48 @@ with _warnings.catch_warnings():
     import kornia  # noqa: F401
 
 from . import objectives  # noqa: E402
-from ._core.generative.egbas import EGBAS  # noqa: E402
-from ._core.layer.network_dissection import NetworkDissection  # noqa: E402
-from ._core.layer.neuron_shapley import NeuronShapley  # noqa: E402
-from ._core.neuron.neuron_activation_maximization import NeuronActivationMaximization  # noqa: E402
-from ._core.neuron.neuron_inverse_set import NeuronInverseSet  # noqa: E402
-from ._core.neuron.neuron_profile import NeuronProfile  # noqa: E402
+from ._core.generative.egbas import EGBAS, EGBASResult, EGBASWarning  # noqa: E402
+from ._core.layer.network_dissection import (  # noqa: E402
+    DissectionResult,
+    NetworkDissection,
+)
+from ._core.layer.neuron_shapley import (  # noqa: E402
+    NeuronShapley,
+    NeuronShapleyResult,
+)
+from ._core.neuron.neuron_activation_maximization import (  # noqa: E402
+    ActivationMaximizationResult,
+    NeuronActivationMaximization,
+)
+from ._core.neuron.neuron_inverse_set import (  # noqa: E402
+    InverseSetResult,
+    NeuronConstraint,
+    NeuronInverseSet,
+    PooledEncoder,
+)
+from ._core.neuron.neuron_profile import (  # noqa: E402
+    NeuronProfile,
+    NeuronProfileResult,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationMaximizationResult",
+    "DissectionResult",
+    "NeuronProfileResult",
     "EGBAS",
+    "EGBASResult",
+    "EGBASWarning",
+    "InverseSetResult",
+    "NeuronConstraint",
+    "PooledEncoder",
     "NetworkDissection",
     "NeuronActivationMaximization",
     "NeuronInverseSet",
     "NeuronProfile",
     "NeuronShapley",
+    "NeuronShapleyResult",
     "objectives",
     "__version__",
 ]

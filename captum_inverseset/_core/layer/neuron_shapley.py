@@ -1,8 +1,925 @@
-"""Placeholder: being implemented."""
+"""NeuronShapley: Shapley values of a layer's neurons for a metric of the network.
+
+Ghorbani & Zou, "Neuron Shapley: Discovering the Responsible Neurons"
+(NeurIPS 2020).
+"""
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from captum.attr import LayerAttribution, PerturbationAttribution
+from captum.log import log_usage
+from torch import nn
+
+from ..._utils.captum_compat import format_additional_forward_args, format_inputs
+from ..._utils.progress import progress
+from ..._utils.results import InterpretationResult
+from ..._utils.validation import check_positive_float, check_positive_int
+from ._shapley_checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from ._shapley_game import (
+    BUILTIN_METRICS,
+    Batch,
+    MetricType,
+    NeuronGame,
+    auto_coalitions_per_batch,
+    shapley_weights,
+)
+
+__all__ = ["NeuronShapley", "NeuronShapleyResult"]
+
+MAX_EXACT_PLAYERS = 20
 
 
-class NeuronShapley:
-    """Not implemented yet."""
+class NeuronShapleyResult(InterpretationResult):
+    r"""Shapley values of the players (neurons) with their sampling statistics.
 
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("NeuronShapley is not implemented yet")
+    All per-player tensors are flat, ordered layer by layer (the players of
+    ``layer_names[0]`` first); :meth:`values_per_layer` reshapes them.
+
+    Attributes:
+        values (Tensor): estimated Shapley value of each player, shape ``(P,)``.
+        standard_errors (Tensor): standard error of each estimate (zero for an
+            exact computation).
+        lower_bounds (Tensor): empirical Bernstein lower confidence bound.
+        upper_bounds (Tensor): empirical Bernstein upper confidence bound.
+        counts (Tensor): number of marginal contributions sampled per player.
+        layer_names (list of str): names of the player layers.
+        layer_sizes (list of int): number of players of each layer.
+        n_permutations (int): permutations sampled in total (all ranks).
+        n_evaluations (int): coalitions whose value was computed.
+        n_forward_passes (int): batched forward passes (this process).
+        value_full (float): :math:`V(N)`, every neuron kept.
+        value_empty (float): :math:`V(\emptyset)`, every neuron removed.
+        top_k (int or None): the bandit's k.
+        top_k_settled (bool): whether the bandit separated the top k.
+        exact (bool): whether values come from full enumeration.
+        prefix_cache (bool): whether the torch.fx prefix cache was used.
+    """
+
+    _tensor_fields = (
+        "values",
+        "standard_errors",
+        "lower_bounds",
+        "upper_bounds",
+        "counts",
+    )
+    _meta_fields = (
+        "layer_names",
+        "layer_sizes",
+        "n_permutations",
+        "n_evaluations",
+        "n_forward_passes",
+        "value_full",
+        "value_empty",
+        "top_k",
+        "top_k_settled",
+        "exact",
+        "prefix_cache",
+        "metric",
+        "removal",
+    )
+
+    def __init__(self, **fields: Any) -> None:
+        for name in self._tensor_fields + self._meta_fields:
+            setattr(self, name, fields.get(name))
+
+    def values_per_layer(self, field: str = "values") -> Tuple[torch.Tensor, ...]:
+        """Split a per-player field into one tensor per layer."""
+        return tuple(torch.split(getattr(self, field), list(self.layer_sizes)))
+
+    def top_players(self, k: int) -> List[Tuple[str, int]]:
+        """The ``k`` highest-valued players as ``(layer name, unit index)``."""
+        order = torch.argsort(self.values, descending=True)[:k].tolist()
+        return [self.player_name(i) for i in order]
+
+    def player_name(self, index: int) -> Tuple[str, int]:
+        start = 0
+        for name, size in zip(self.layer_names, self.layer_sizes):
+            if index < start + size:
+                return name, index - start
+            start += size
+        raise IndexError(f"player {index} out of range")
+
+    def plot(
+        self,
+        top: Optional[int] = 30,
+        plt_fig_axis: Optional[tuple] = None,
+        title: Optional[str] = None,
+    ):
+        """Bar chart of the largest values with standard-error bars.
+
+        Args:
+            top (int, optional): number of players shown (largest values).
+                None shows every player. Default: 30
+            plt_fig_axis (tuple, optional): ``(fig, ax)`` to draw into.
+                Default: None
+            title (str, optional): axis title. Default: None
+
+        Returns:
+            (fig, ax): the matplotlib figure and axis.
+        """
+        import matplotlib.pyplot as plt
+
+        if plt_fig_axis is None:
+            fig, ax = plt.subplots(figsize=(8, 3.5))
+        else:
+            fig, ax = plt_fig_axis
+        order = torch.argsort(self.values, descending=True)
+        if top is not None:
+            order = order[:top]
+        idx = order.tolist()
+        labels = [f"{n}[{u}]" for n, u in (self.player_name(i) for i in idx)]
+        ax.bar(
+            range(len(idx)),
+            self.values[idx].numpy(),
+            yerr=self.standard_errors[idx].numpy(),
+            color="tab:blue",
+            capsize=2,
+        )
+        ax.set_xticks(range(len(idx)))
+        ax.set_xticklabels(labels, rotation=90, fontsize=7)
+        ax.set_ylabel(f"Shapley value ({self.metric})")
+        ax.set_title(title or "Neuron Shapley")
+        fig.tight_layout()
+        return fig, ax
+
+
+def _permutation_seed(seed: int, index: int) -> int:
+    # Each permutation has its own seed, so which rank or which run (resumed
+    # or not) samples it does not change it.
+    return (seed * 1_000_003 + index * 7_919 + 12_345) % (2**62)
+
+
+def _bernstein_radius(
+    variance: torch.Tensor,
+    counts: torch.Tensor,
+    value_range: torch.Tensor,
+    delta: float,
+) -> torch.Tensor:
+    r"""Empirical Bernstein radius (Maurer & Pontil 2009; as in the paper)."""
+    n = counts.clamp(min=1)
+    log_term = math.log(3.0 / delta)
+    radius = torch.sqrt(2 * variance * log_term / n) + 3 * value_range * log_term / n
+    return torch.where(counts > 1, radius, torch.full_like(radius, math.inf))
+
+
+class _Stats:
+    """Running sums of marginal contributions (float64, CPU)."""
+
+    def __init__(self, n_players: int) -> None:
+        self.sums = torch.zeros(n_players, dtype=torch.float64)
+        self.squares = torch.zeros(n_players, dtype=torch.float64)
+        self.counts = torch.zeros(n_players, dtype=torch.float64)
+        # Per-player observed range of the contributions (the range term of
+        # the empirical Bernstein bound).
+        self.min_marginal = torch.full((n_players,), math.inf, dtype=torch.float64)
+        self.max_marginal = torch.full((n_players,), -math.inf, dtype=torch.float64)
+        self.n_evaluations = 0
+        self.n_permutations = 0
+
+    def add(self, players: torch.Tensor, marginals: torch.Tensor) -> None:
+        self.sums.index_add_(0, players, marginals)
+        self.squares.index_add_(0, players, marginals**2)
+        self.counts.index_add_(0, players, torch.ones_like(marginals))
+        self.min_marginal.scatter_reduce_(0, players, marginals, reduce="amin")
+        self.max_marginal.scatter_reduce_(0, players, marginals, reduce="amax")
+
+    def means(self) -> torch.Tensor:
+        return self.sums / self.counts.clamp(min=1)
+
+    def variances(self) -> torch.Tensor:
+        n = self.counts
+        mean = self.means()
+        var = (self.squares - n * mean**2) / (n - 1).clamp(min=1)
+        return var.clamp(min=0)
+
+    def state(self) -> Dict[str, Any]:
+        return {
+            "sums": self.sums,
+            "squares": self.squares,
+            "counts": self.counts,
+            "min_marginal": self.min_marginal,
+            "max_marginal": self.max_marginal,
+            "n_evaluations": self.n_evaluations,
+            "n_permutations": self.n_permutations,
+        }
+
+    def load(self, state: Dict[str, Any]) -> None:
+        self.sums = state["sums"].double()
+        self.squares = state["squares"].double()
+        self.counts = state["counts"].double()
+        self.min_marginal = state["min_marginal"].double()
+        self.max_marginal = state["max_marginal"].double()
+        self.n_evaluations = int(state["n_evaluations"])
+        self.n_permutations = int(state["n_permutations"])
+
+
+def _dist_info(distributed: Optional[bool]) -> Tuple[int, int, bool]:
+    import torch.distributed as dist
+
+    active = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        distributed = active and dist.get_world_size() > 1
+    if distributed and not active:
+        raise ValueError(
+            "distributed=True needs torch.distributed.init_process_group() first"
+        )
+    if not distributed:
+        return 0, 1, False
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def _all_reduce_round(stats_delta: _Stats) -> None:
+    """Sum a round's statistics over ranks (min/max for the marginal range)."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    packed = torch.cat(
+        [
+            stats_delta.sums,
+            stats_delta.squares,
+            stats_delta.counts,
+            torch.tensor(
+                [float(stats_delta.n_evaluations), float(stats_delta.n_permutations)],
+                dtype=torch.float64,
+            ),
+        ]
+    ).to(device)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    packed = packed.cpu()
+    p = stats_delta.sums.numel()
+    stats_delta.sums = packed[:p]
+    stats_delta.squares = packed[p : 2 * p]
+    stats_delta.counts = packed[2 * p : 3 * p]
+    stats_delta.n_evaluations = int(packed[3 * p].item())
+    stats_delta.n_permutations = int(packed[3 * p + 1].item())
+    extremes = torch.cat([-stats_delta.min_marginal, stats_delta.max_marginal])
+    extremes = extremes.to(device)
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+    extremes = extremes.cpu()
+    stats_delta.min_marginal = -extremes[:p]
+    stats_delta.max_marginal = extremes[p:]
+
+
+def _broadcast_seed(seed: int) -> int:
+    import torch.distributed as dist
+
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
+    t = torch.tensor([seed], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+class NeuronShapley(LayerAttribution, PerturbationAttribution):
+    r"""Neuron Shapley (Ghorbani & Zou, 2020): the Shapley value of every neuron
+    of one or more layers in the game whose value is a metric of the network.
+
+    The players are the units of ``layer``: the channels of a convolutional
+    layer (dimension 1 of its output), the units of a linear layer. For a
+    coalition :math:`S` of players, :math:`V(S)` is the metric (accuracy, loss,
+    ...) of the network in which the players outside :math:`S` are removed:
+    their output is replaced by its mean over the evaluation inputs
+    (``removal="mean"``) or by zero (``removal="zero"``). The Shapley value of
+    player :math:`i` among :math:`P` players is
+
+    .. math::
+
+        \phi_i = \frac{1}{P!} \sum_{\pi} \left[ V(S^\pi_i \cup \{i\})
+        - V(S^\pi_i) \right]
+
+    where :math:`S^\pi_i` is the set of players after :math:`i` in the
+    permutation :math:`\pi` (walking :math:`\pi` removes players one by one
+    from the full network). The values satisfy efficiency,
+    :math:`\sum_i \phi_i = V(N) - V(\emptyset)`.
+
+    The estimate samples permutations (truncated Monte Carlo: a walk stops
+    once :math:`|V(S) - V(\emptyset)|` falls below ``truncation_tolerance``;
+    the remaining players get a zero contribution). With ``top_k``, a
+    multi-armed bandit stops sampling a player once its empirical Bernstein
+    confidence interval shows whether it is in the top ``k``, which only
+    needs the coalitions next to the still-uncertain players. With
+    ``exact=True``, every coalition is enumerated (at most
+    ``20`` players).
+
+    Many coalitions are evaluated in one forward pass: the evaluation inputs
+    are repeated once per coalition and each block is masked at the layer.
+    When ``forward_func`` is an ``nn.Module`` that ``torch.fx`` can trace, the
+    network up to the first player layer runs once and only the rest runs per
+    coalition (prefix caching); otherwise full forward passes with hooks are
+    used.
+    """
+
+    def __init__(
+        self,
+        forward_func: nn.Module,
+        layer: Union[nn.Module, Sequence[nn.Module]],
+        device_ids: Optional[List[int]] = None,
+        prefix_cache: bool = True,
+    ) -> None:
+        r"""
+        Args:
+            forward_func (Callable or torch.nn.Module): the model or a
+                function computing its outputs (logits for the built-in
+                metrics).
+            layer (torch.nn.Module or list of torch.nn.Module): the layer
+                whose units are the players, or a list of layers whose units
+                together form the player set.
+            device_ids (list of int, optional): as in Captum (DataParallel).
+                Default: None
+            prefix_cache (bool, optional): run the network up to the first
+                player layer once per evaluation batch (``torch.fx`` split),
+                falling back to full forward passes when the model cannot be
+                traced. Default: True
+        """
+        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        if not layers or not all(isinstance(m, nn.Module) for m in layers):
+            raise ValueError("layer must be an nn.Module or a list of nn.Module")
+        if len({id(m) for m in layers}) != len(layers):
+            raise ValueError("layer lists the same module twice")
+        if isinstance(forward_func, nn.Module):
+            for m in layers:
+                if not any(m is sub for sub in forward_func.modules()):
+                    raise ValueError("layer is not a submodule of forward_func")
+        LayerAttribution.__init__(self, forward_func, layer, device_ids)
+        PerturbationAttribution.__init__(self, forward_func)
+        self._layers = layers
+        self._layer_is_list = isinstance(layer, (list, tuple))
+        self.prefix_cache = bool(prefix_cache)
+        self.last_result: Optional[NeuronShapleyResult] = None
+        # Called after every round with (estimates, evaluations, permutations);
+        # the benchmark records convergence curves with it.
+        self._round_callback: Optional[Any] = None
+
+    # --------------------------------------------------------------- helpers
+    def _layer_names(self) -> List[str]:
+        names = []
+        for i, layer in enumerate(self._layers):
+            name = None
+            if isinstance(self.forward_func, nn.Module):
+                for n, m in self.forward_func.named_modules():
+                    if m is layer:
+                        name = n
+                        break
+            names.append(name or f"layer{i}")
+        return names
+
+    def _make_batches(
+        self,
+        inputs: Any,
+        target: Any,
+        additional_forward_args: Any,
+        batch_size: Optional[int],
+        device: torch.device,
+    ) -> Tuple[List[Batch], int]:
+        extra = format_additional_forward_args(additional_forward_args)
+        batches: List[Batch] = []
+        if isinstance(inputs, torch.utils.data.DataLoader):
+            if target is not None:
+                raise ValueError(
+                    "target must be None when inputs is a DataLoader of "
+                    "(inputs, labels) batches"
+                )
+            for item in inputs:
+                if not isinstance(item, (list, tuple)) or len(item) != 2:
+                    raise ValueError(
+                        "inputs DataLoader must yield (inputs, labels) pairs"
+                    )
+                x, y = item
+                xs = tuple(t.to(device) for t in format_inputs(x))
+                y = torch.as_tensor(y).to(device)
+                if y.shape != (xs[0].shape[0],):
+                    raise ValueError(
+                        f"target shape {tuple(y.shape)} does not match the batch "
+                        f"of {xs[0].shape[0]} inputs"
+                    )
+                batches.append((xs, y.long(), extra))
+            n = sum(b[0][0].shape[0] for b in batches)
+            if n == 0:
+                raise ValueError("inputs is empty")
+            return batches, n
+        if not torch.is_tensor(inputs) and not isinstance(inputs, tuple):
+            raise ValueError(
+                "inputs must be a tensor, a tuple of tensors or a DataLoader"
+            )
+        xs = tuple(t.to(device) for t in format_inputs(inputs))
+        if not xs or xs[0].dim() == 0 or xs[0].shape[0] == 0:
+            raise ValueError("inputs is empty")
+        n = xs[0].shape[0]
+        if any(t.shape[0] != n for t in xs):
+            raise ValueError("all input tensors must have the same batch size")
+        labels: Optional[torch.Tensor]
+        if target is None:
+            labels = None
+        elif isinstance(target, int) and not isinstance(target, bool):
+            labels = torch.full((n,), target, dtype=torch.long, device=device)
+        else:
+            labels = torch.as_tensor(target).to(device)
+            if labels.shape != (n,):
+                raise ValueError(
+                    f"target must be an int or have shape ({n},) (one label per "
+                    f"input), got shape {tuple(labels.shape)}"
+                )
+            labels = labels.long()
+        size = n if batch_size is None else batch_size
+        for start in range(0, n, size):
+            sl = slice(start, start + size)
+            batches.append(
+                (
+                    tuple(t[sl] for t in xs),
+                    None if labels is None else labels[sl],
+                    extra,
+                )
+            )
+        return batches, n
+
+    # ---------------------------------------------------------------- public
+    @log_usage(part_of_slo=True)
+    def attribute(
+        self,
+        inputs: Any,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        metric: MetricType = "accuracy",
+        metric_class: Optional[int] = None,
+        n_permutations: int = 200,
+        removal: str = "mean",
+        truncation_tolerance: Optional[float] = None,
+        top_k: Optional[int] = None,
+        bandit_delta: float = 0.05,
+        bandit_tolerance: float = 0.0,
+        exact: bool = False,
+        seed: Optional[int] = 0,
+        batch_size: Optional[int] = None,
+        coalitions_per_batch: Optional[int] = None,
+        permutations_per_round: int = 8,
+        checkpoint: Optional[str] = None,
+        checkpoint_every: int = 8,
+        distributed: Optional[bool] = None,
+        show_progress: bool = False,
+        return_stats: bool = False,
+    ) -> Any:
+        r"""Estimate the Shapley value of every player (neuron).
+
+        Args:
+            inputs (Tensor, tuple of Tensor or DataLoader): the evaluation
+                inputs on which the metric is computed, or a ``DataLoader``
+                yielding ``(inputs, labels)`` batches.
+            target (int, Tensor or list, optional): the labels the metric
+                compares the outputs with, one per example (or one int for
+                all). None with tensor inputs uses the full network's own
+                predictions (the metric then measures agreement with the
+                unablated model). Must be None for a DataLoader.
+                Default: None
+            additional_forward_args (Any, optional): extra arguments of
+                ``forward_func`` after the inputs (disables prefix caching).
+                Default: None
+            metric (str or Callable, optional): ``"accuracy"``, ``"loss"``
+                (negative cross-entropy, so larger is better),
+                ``"class_accuracy"`` (accuracy on the examples of class
+                ``metric_class``) or a callable ``metric(outputs, target)``
+                returning a scalar tensor. A callable is averaged over
+                evaluation batches weighted by their size. Default: "accuracy"
+            metric_class (int, optional): the class of
+                ``"class_accuracy"``. Default: None
+            n_permutations (int, optional): permutations to sample (in total,
+                over all ranks). Default: 200
+            removal (str, optional): ``"mean"`` replaces a removed unit's
+                output by its mean over the inputs, ``"zero"`` by zero.
+                Default: "mean"
+            truncation_tolerance (float, optional): stop walking a
+                permutation once :math:`|V(S) - V(\emptyset)|` is below this;
+                None walks every permutation to the end (unbiased, exact
+                efficiency). Default: None
+            top_k (int, optional): only separate the top ``k`` players from
+                the rest, with a bandit on empirical Bernstein bounds; stops
+                early once every player is settled. Default: None
+            bandit_delta (float, optional): failure probability of each
+                confidence interval. Default: 0.05
+            bandit_tolerance (float, optional): :math:`\epsilon` of an
+                :math:`\epsilon`-approximate top ``k``: a player is settled
+                once its interval lies above the (k+1)-th estimate minus
+                :math:`\epsilon` or below the k-th estimate plus
+                :math:`\epsilon`. Default: 0.0
+            exact (bool, optional): enumerate all :math:`2^P` coalitions
+                (at most 20 players). Default: False
+            seed (int, optional): seed of the permutations; None draws one.
+                Default: 0
+            batch_size (int, optional): evaluation examples per forward
+                pass for tensor inputs; None uses all. Default: None
+            coalitions_per_batch (int, optional): coalitions evaluated in
+                one forward pass; None picks about 8192 examples per pass.
+                Default: None
+            permutations_per_round (int, optional): permutations between two
+                bandit decisions (and all-reduces when distributed).
+                Default: 8
+            checkpoint (str, optional): file to save the statistics to and to
+                resume from when it exists. Default: None
+            checkpoint_every (int, optional): save after at least this many
+                permutations (rounded up to whole rounds). Default: 8
+            distributed (bool, optional): split permutations over the ranks
+                of ``torch.distributed``; None uses it when a process group
+                with more than one rank is initialised. Default: None
+            show_progress (bool, optional): tqdm bar over permutations.
+                Default: False
+            return_stats (bool, optional): also return the
+                :class:`NeuronShapleyResult`. Default: False
+
+        Returns:
+            The attributions, followed by the statistics when
+            ``return_stats=True``.
+
+            - **attributions**: one value per unit of ``layer`` (shape
+              ``(C,)``), a tuple of such tensors when ``layer`` is a list.
+            - **stats** (*NeuronShapleyResult*): returned when
+              ``return_stats=True``; also stored in ``self.last_result``.
+
+        Examples::
+
+            >>> from captum_inverseset import NeuronShapley
+            >>> from captum_inverseset.zoo import digits_classifier
+            >>> from captum_inverseset.zoo import load_digits_dataset
+            >>> model = digits_classifier()
+            >>> data = load_digits_dataset()
+            >>> ns = NeuronShapley(model, model.conv3)
+            >>> values = ns.attribute(data.test_inputs, target=data.test_labels,
+            ...                       metric="accuracy", n_permutations=20)
+            >>> values.shape
+            torch.Size([32])
+        """
+        from ..._utils.hooks import preserve_model_state
+        from ..._utils.validation import model_device
+
+        if isinstance(metric, str):
+            if metric not in BUILTIN_METRICS:
+                raise ValueError(
+                    f"metric must be one of {BUILTIN_METRICS} or a callable, got "
+                    f"{metric!r}"
+                )
+            if metric == "class_accuracy" and (
+                metric_class is None
+                or isinstance(metric_class, bool)
+                or not isinstance(metric_class, int)
+            ):
+                raise ValueError("metric='class_accuracy' needs an int metric_class")
+        elif not callable(metric):
+            raise ValueError(f"metric must be a string or a callable, got {metric!r}")
+        n_permutations = check_positive_int("n_permutations", n_permutations)
+        if removal not in ("mean", "zero"):
+            raise ValueError(f"removal must be 'mean' or 'zero', got {removal!r}")
+        if truncation_tolerance is not None:
+            if not isinstance(truncation_tolerance, (int, float)) or not (
+                truncation_tolerance >= 0
+            ):
+                raise ValueError(
+                    "truncation_tolerance must be None or a number >= 0, got "
+                    f"{truncation_tolerance!r}"
+                )
+        if top_k is not None:
+            top_k = check_positive_int("top_k", top_k)
+        bandit_delta = check_positive_float("bandit_delta", bandit_delta)
+        if bandit_delta >= 1:
+            raise ValueError(f"bandit_delta must be in (0, 1), got {bandit_delta}")
+        if not isinstance(bandit_tolerance, (int, float)) or not (
+            bandit_tolerance >= 0
+        ):
+            raise ValueError(
+                f"bandit_tolerance must be a number >= 0, got {bandit_tolerance!r}"
+            )
+        if batch_size is not None:
+            batch_size = check_positive_int("batch_size", batch_size)
+        if coalitions_per_batch is not None:
+            coalitions_per_batch = check_positive_int(
+                "coalitions_per_batch", coalitions_per_batch
+            )
+        permutations_per_round = check_positive_int(
+            "permutations_per_round", permutations_per_round
+        )
+        checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        rank, world, is_dist = _dist_info(distributed)
+        if seed is None:
+            seed = int(torch.Generator().seed() % (2**31))
+            if is_dist:
+                seed = _broadcast_seed(seed)
+
+        device = model_device(self.forward_func)
+        batches, n_examples = self._make_batches(
+            inputs, target, additional_forward_args, batch_size, device
+        )
+        with preserve_model_state(self.forward_func):
+            if metric in ("accuracy", "loss", "class_accuracy") and any(
+                b[1] is None for b in batches
+            ):
+                batches = self._label_with_predictions(batches)
+            game = NeuronGame(
+                self.forward_func,
+                self._layers,
+                batches,
+                metric,
+                metric_class,
+                removal,
+                self.prefix_cache,
+                coalitions_per_batch
+                or auto_coalitions_per_batch(
+                    max(b[0][0].shape[0] for b in batches), device
+                ),
+            )
+            n_players = game.n_players
+            if top_k is not None and top_k >= n_players:
+                raise ValueError(
+                    f"top_k must be smaller than the number of players "
+                    f"({n_players}), got {top_k}"
+                )
+            ends = game.evaluate(
+                torch.stack([torch.ones(n_players), torch.zeros(n_players)])
+            )
+            value_full, value_empty = ends[0].item(), ends[1].item()
+            common = dict(
+                layer_names=self._layer_names(),
+                layer_sizes=list(game.layer_sizes),
+                value_full=value_full,
+                value_empty=value_empty,
+                top_k=top_k,
+                prefix_cache=game.uses_prefix_cache,
+                metric=metric if isinstance(metric, str) else "callable",
+                removal=removal,
+            )
+            if exact:
+                result = self._exact(game, show_progress, common)
+            else:
+                fp = fingerprint(
+                    dict(
+                        layer_sizes=list(game.layer_sizes),
+                        n_examples=n_examples,
+                        inputs_sum=round(
+                            float(sum(b[0][0].double().sum().item() for b in batches)),
+                            6,
+                        ),
+                        metric=common["metric"],
+                        metric_class=metric_class,
+                        n_permutations=n_permutations,
+                        removal=removal,
+                        truncation_tolerance=truncation_tolerance,
+                        top_k=top_k,
+                        bandit_delta=bandit_delta,
+                        bandit_tolerance=bandit_tolerance,
+                        seed=seed,
+                        permutations_per_round=permutations_per_round,
+                    )
+                )
+                result = self._sample(
+                    game,
+                    n_permutations=n_permutations,
+                    tolerance=truncation_tolerance,
+                    top_k=top_k,
+                    delta=bandit_delta,
+                    epsilon=float(bandit_tolerance),
+                    seed=seed,
+                    per_round=permutations_per_round,
+                    checkpoint=checkpoint,
+                    checkpoint_every=checkpoint_every,
+                    fp=fp,
+                    rank=rank,
+                    world=world,
+                    is_dist=is_dist,
+                    show_progress=show_progress,
+                    common=common,
+                )
+        self.last_result = result
+        per_layer = [
+            v.reshape(game.layer_sizes[i]).float()
+            for i, v in enumerate(result.values_per_layer())
+        ]
+        attributions: Any = tuple(per_layer) if self._layer_is_list else per_layer[0]
+        if return_stats:
+            return attributions, result
+        return attributions
+
+    def _label_with_predictions(self, batches: List[Batch]) -> List[Batch]:
+        labeled = []
+        for inputs, labels, extra in batches:
+            if labels is None:
+                with torch.no_grad():
+                    out = (
+                        self.forward_func(*inputs)
+                        if extra is None
+                        else self.forward_func(*inputs, *extra)
+                    )
+                if out.dim() != 2:
+                    raise ValueError(
+                        "target=None with a built-in metric needs (N, classes) "
+                        f"outputs, got shape {tuple(out.shape)}"
+                    )
+                labels = out.argmax(-1)
+            labeled.append((inputs, labels, extra))
+        return labeled
+
+    # ----------------------------------------------------------------- exact
+    def _exact(
+        self, game: NeuronGame, show_progress: bool, common: Dict[str, Any]
+    ) -> NeuronShapleyResult:
+        p = game.n_players
+        if p > MAX_EXACT_PLAYERS:
+            raise ValueError(
+                f"exact=True enumerates 2^P coalitions and allows at most "
+                f"{MAX_EXACT_PLAYERS} players, got {p}"
+            )
+        n_coalitions = 2**p
+        codes = torch.arange(n_coalitions)
+        bits = torch.arange(p)
+        values = torch.empty(n_coalitions, dtype=torch.float64)
+        step = max(game.coalitions_per_batch, 1) * 4
+        with progress(n_coalitions, show_progress, "NeuronShapley exact") as bar:
+            for start in range(0, n_coalitions, step):
+                chunk = codes[start : start + step]
+                masks = ((chunk.unsqueeze(1) >> bits) & 1).float()
+                values[start : start + step] = game.evaluate(masks)
+                bar.update(chunk.numel())
+        sizes = ((codes.unsqueeze(1) >> bits) & 1).sum(1)
+        weights = shapley_weights(p)
+        phi = torch.empty(p, dtype=torch.float64)
+        for i in range(p):
+            without = codes[((codes >> i) & 1) == 0]
+            gain = values[without | (1 << i)] - values[without]
+            phi[i] = (weights[sizes[without]] * gain).sum()
+        zeros = torch.zeros(p, dtype=torch.float64)
+        return NeuronShapleyResult(
+            values=phi,
+            standard_errors=zeros,
+            lower_bounds=phi.clone(),
+            upper_bounds=phi.clone(),
+            counts=torch.full((p,), float(n_coalitions // 2), dtype=torch.float64),
+            n_permutations=0,
+            n_evaluations=n_coalitions,
+            n_forward_passes=game.n_forward_passes,
+            top_k_settled=common["top_k"] is not None,
+            exact=True,
+            **common,
+        )
+
+    # -------------------------------------------------------------- sampling
+    def _walk(
+        self,
+        game: NeuronGame,
+        perm: torch.Tensor,
+        active: torch.Tensor,
+        tolerance: Optional[float],
+        value_full: float,
+        value_empty: float,
+        stats: _Stats,
+    ) -> None:
+        """One permutation: remove players in order, record marginals."""
+        p = perm.numel()
+        active_pos = torch.nonzero(active[perm]).flatten() + 1  # positions 1..P
+        if active_pos.numel() == 0:
+            return
+        needed = torch.unique(torch.cat([active_pos - 1, active_pos]))
+        needed = needed[(needed > 0) & (needed < p)]
+        known = {0: value_full, p: value_empty}
+        rank_of = torch.empty(p, dtype=torch.long)
+        rank_of[perm] = torch.arange(p)
+        truncated_at: Optional[int] = None
+        chunk = game.coalitions_per_batch
+        for start in range(0, needed.numel(), chunk):
+            positions = needed[start : start + chunk]
+            masks = (rank_of.unsqueeze(0) >= positions.unsqueeze(1)).float()
+            vals = game.evaluate(masks)
+            stats.n_evaluations += positions.numel()
+            for pos, v in zip(positions.tolist(), vals.tolist()):
+                known[pos] = v
+                if (
+                    tolerance is not None
+                    and truncated_at is None
+                    and abs(v - value_empty) < tolerance
+                ):
+                    truncated_at = pos
+            if truncated_at is not None:
+                break
+
+        def value_at(pos: int) -> float:
+            if truncated_at is not None and pos > truncated_at:
+                return known[truncated_at]
+            return known[pos]
+
+        positions = active_pos.tolist()
+        marginals = torch.tensor(
+            [value_at(i - 1) - value_at(i) for i in positions], dtype=torch.float64
+        )
+        stats.add(perm[active_pos - 1], marginals)
+
+    def _settled(
+        self, stats: _Stats, top_k: int, delta: float, epsilon: float = 0.0
+    ) -> torch.Tensor:
+        means = stats.means()
+        value_range = (stats.max_marginal - stats.min_marginal).clamp(min=0)
+        radius = _bernstein_radius(stats.variances(), stats.counts, value_range, delta)
+        lower, upper = means - radius, means + radius
+        ranked = torch.sort(means, descending=True).values
+        kth, next_ = ranked[top_k - 1], ranked[top_k]
+        return (lower > next_ - epsilon) | (upper < kth + epsilon)
+
+    def _sample(
+        self,
+        game: NeuronGame,
+        n_permutations: int,
+        tolerance: Optional[float],
+        top_k: Optional[int],
+        delta: float,
+        epsilon: float,
+        seed: int,
+        per_round: int,
+        checkpoint: Optional[str],
+        checkpoint_every: int,
+        fp: str,
+        rank: int,
+        world: int,
+        is_dist: bool,
+        show_progress: bool,
+        common: Dict[str, Any],
+    ) -> NeuronShapleyResult:
+        p = game.n_players
+        stats = _Stats(p)
+        if checkpoint is not None:
+            state = load_checkpoint(checkpoint, fp)
+            if state is not None:
+                stats.load(state)
+        value_full, value_empty = common["value_full"], common["value_empty"]
+        settled = torch.zeros(p, dtype=torch.bool)
+        last_saved = stats.n_permutations
+        with progress(n_permutations, show_progress, "NeuronShapley") as bar:
+            bar.update(stats.n_permutations)
+            while stats.n_permutations < n_permutations:
+                if top_k is not None and stats.n_permutations > 0:
+                    settled = self._settled(stats, top_k, delta, epsilon)
+                    if bool(settled.all()):
+                        break
+                active = ~settled
+                first = stats.n_permutations
+                last = min(first + per_round, n_permutations)
+                delta_stats = _Stats(p)
+                for index in range(first, last):
+                    if index % world != rank:
+                        continue
+                    gen = torch.Generator().manual_seed(_permutation_seed(seed, index))
+                    perm = torch.randperm(p, generator=gen)
+                    self._walk(
+                        game,
+                        perm,
+                        active,
+                        tolerance,
+                        value_full,
+                        value_empty,
+                        delta_stats,
+                    )
+                    delta_stats.n_permutations += 1
+                if is_dist:
+                    _all_reduce_round(delta_stats)
+                stats.sums += delta_stats.sums
+                stats.squares += delta_stats.squares
+                stats.counts += delta_stats.counts
+                stats.min_marginal = torch.minimum(
+                    stats.min_marginal, delta_stats.min_marginal
+                )
+                stats.max_marginal = torch.maximum(
+                    stats.max_marginal, delta_stats.max_marginal
+                )
+                stats.n_evaluations += delta_stats.n_evaluations
+                stats.n_permutations = last
+                bar.update(last - first)
+                if self._round_callback is not None:
+                    self._round_callback(stats.means(), stats.n_evaluations, last)
+                if checkpoint is not None and (
+                    last - last_saved >= checkpoint_every or last == n_permutations
+                ):
+                    if rank == 0:
+                        save_checkpoint(checkpoint, fp, stats.state())
+                    last_saved = last
+        if top_k is not None:
+            settled = self._settled(stats, top_k, delta, epsilon)
+        means = stats.means()
+        variances = stats.variances()
+        se = torch.sqrt(variances / stats.counts.clamp(min=1))
+        value_range = (stats.max_marginal - stats.min_marginal).clamp(min=0)
+        radius = _bernstein_radius(variances, stats.counts, value_range, delta)
+        return NeuronShapleyResult(
+            values=means,
+            standard_errors=se,
+            lower_bounds=means - radius,
+            upper_bounds=means + radius,
+            counts=stats.counts.clone(),
+            n_permutations=stats.n_permutations,
+            n_evaluations=stats.n_evaluations,
+            n_forward_passes=game.n_forward_passes,
+            top_k_settled=bool(settled.all()) if top_k is not None else False,
+            exact=False,
+            **common,
+        )

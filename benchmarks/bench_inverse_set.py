@@ -1,0 +1,246 @@
+"""Inverse-set sampling: incremental vs joint, and vs Lucent, in one run.
+
+Setting: the shipped digits classifier, generator ``G`` and encoder ``E``; the
+neuron is the ``fc1`` unit whose activation varies most over generator
+samples, and the band is the 80%..95% quantiles of that activation over 512
+prior samples (computed here, so it follows the shipped weights).
+
+1. **Incremental vs joint** (``n`` samples): ours makes ``K`` samples at a time
+   and stops each batch once it is inside the band; "joint" optimises all
+   ``n`` together for the whole step budget (the problem without the two
+   approximations); "joint_early" is all ``n`` together with our stopping
+   rule. Reported: wall-clock seconds, fraction of feasible samples, mean
+   pairwise distance in E-space, and the ratios ours / joint.
+2. **Memory**: ours at ``n_small`` and ``n_large`` samples, each in a fresh
+   process; peak resident memory (``ru_maxrss``) of the whole process and its
+   growth during sampling.
+3. **Lucent**: ``render_vis`` with ``objectives.channel`` on the neuron plus
+   ``1e2 * objectives.diversity`` on ``conv3``, batch ``n``, through the same
+   generator (codes as Lucent parameters), Adam lr 0.05, no transforms, for
+   as many steps as our sampler spent per sample on average ("lucent"), and
+   for 50 steps ("lucent_long", 10 with ``--quick``). Lucent hooks
+   every module and never removes the hooks, so it runs on a model copy.
+   Both results are evaluated the same way: fraction inside the band and
+   E-space spread.
+
+Timings use one CPU thread and are medians of 3 runs (1 with ``--quick``)
+after a warm-up run. Usage::
+
+    python benchmarks/bench_inverse_set.py [--quick]
+
+Prints one JSON line at the end.
+"""
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from captum_inverseset import NeuronInverseSet
+from captum_inverseset._core.neuron.neuron_inverse_set import mean_pairwise_distance
+from captum_inverseset._utils.hooks import capture_layer
+from captum_inverseset.zoo import digits_classifier, digits_encoder, digits_generator
+
+K = 8
+MAX_STEPS = 200
+
+
+def setup():
+    torch.manual_seed(0)
+    model, gen, enc = digits_classifier(), digits_generator(), digits_encoder()
+    for m in (model, gen, enc):
+        m.eval()
+    codes = torch.randn(512, gen.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), capture_layer(model.fc1) as cap:
+        model(gen(codes))
+    acts = cap.output
+    unit = int(acts.std(0).argmax())
+    lo, hi = torch.quantile(acts[:, unit], torch.tensor([0.8, 0.95])).tolist()
+    return model, gen, enc, unit, (lo, hi)
+
+
+def evaluate(model, enc, unit, band, images):
+    with torch.no_grad():
+        with capture_layer(model.fc1) as cap:
+            model(images)
+        a = cap.output[:, unit]
+        e = enc(images)
+    inside = (a >= band[0]) & (a <= band[1])
+    return float(inside.float().mean()), mean_pairwise_distance(e)
+
+
+def run_sampler(model, gen, enc, unit, band, n, batch_size, min_steps, repeats):
+    sampler = NeuronInverseSet(model, model.fc1, generator=gen, encoder=enc)
+    times = []
+    for _ in range(repeats):  # same seed: same samples, only the time varies
+        start = time.perf_counter()
+        res = sampler.sample(
+            unit,
+            band,
+            n_samples=n,
+            batch_size=batch_size,
+            seed=0,
+            max_steps=MAX_STEPS,
+            min_steps=min_steps,
+        )
+        times.append(time.perf_counter() - start)
+    elapsed = statistics.median(times)
+    inside, spread = evaluate(model, enc, unit, band, res.inputs)
+    # Sample-steps: each batch's steps times its size.
+    sample_steps = int(res.steps.sum())
+    return {
+        "seconds": round(elapsed, 3),
+        "feasible": round(res.feasible_fraction, 4),
+        "inside_band": round(inside, 4),
+        "spread_E": round(spread, 4),
+        "spread_E_feasible": round(
+            res.mean_pairwise_distance("encodings", feasible_only=True), 4
+        ),
+        "mean_steps_per_sample": round(sample_steps / n, 2),
+    }
+
+
+def run_lucent(model, gen, enc, unit, band, n, steps):
+    from lucent.optvis import objectives
+    from lucent.optvis.render import render_vis
+
+    work = copy.deepcopy(model)  # render_vis leaves hooks on every module
+    for p in work.parameters():
+        p.requires_grad_(False)
+    codes = torch.randn(n, gen.latent_dim, generator=torch.Generator().manual_seed(0))
+    codes.requires_grad_(True)
+    gen_frozen = copy.deepcopy(gen)
+    for p in gen_frozen.parameters():
+        p.requires_grad_(False)
+
+    def param_f():
+        return [codes], lambda: gen_frozen(codes)
+
+    objective = objectives.channel("fc1", unit) - 1e2 * objectives.diversity("conv3")
+    start = time.perf_counter()
+    render_vis(
+        work,
+        objective,
+        param_f=param_f,
+        transforms=[],
+        thresholds=(steps,),
+        preprocess=False,
+        progress=False,
+        show_image=False,
+        fixed_image_size=8,
+    )
+    elapsed = time.perf_counter() - start
+    with torch.no_grad():
+        images = gen_frozen(codes)
+    inside, spread = evaluate(model, enc, unit, band, images)
+    return {
+        "seconds": round(elapsed, 3),
+        "inside_band": round(inside, 4),
+        "spread_E": round(spread, 4),
+        "steps": steps,
+    }
+
+
+def memory_child(n):
+    """Run in a fresh process: peak RSS before and after sampling ``n``."""
+    torch.set_num_threads(1)
+    model, gen, enc, unit, band = setup()
+    sampler = NeuronInverseSet(model, model.fc1, generator=gen, encoder=enc)
+    sampler.sample(unit, band, n_samples=8, batch_size=K, seed=1, max_steps=5)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    res = sampler.sample(
+        unit, band, n_samples=n, batch_size=K, seed=0, max_steps=MAX_STEPS
+    )
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "peak_rss_mb": round(after / 1024, 1),
+                "growth_mb": round((after - before) / 1024, 2),
+                "seconds": round(elapsed, 2),
+                "feasible": round(res.feasible_fraction, 4),
+            }
+        )
+    )
+
+
+def run_memory(n):
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--memory-child", str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument(
+        "--memory-child", type=int, default=None, help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.memory_child is not None:
+        memory_child(args.memory_child)
+        return
+    torch.set_num_threads(1)
+    n = 16 if args.quick else 64
+    n_small, n_large = (50, 200) if args.quick else (100, 1000)
+
+    repeats = 1 if args.quick else 3
+    model, gen, enc, unit, band = setup()
+    # Warm-up (first-call allocations), not timed.
+    run_sampler(model, gen, enc, unit, band, 8, K, min_steps=1, repeats=1)
+    ours = run_sampler(model, gen, enc, unit, band, n, K, 1, repeats)
+    joint = run_sampler(model, gen, enc, unit, band, n, n, MAX_STEPS, repeats)
+    joint_early = run_sampler(model, gen, enc, unit, band, n, n, 1, repeats)
+    lucent_steps = max(1, int(round(ours["mean_steps_per_sample"])))
+    lucent = run_lucent(model, gen, enc, unit, band, n, lucent_steps)
+    # Lucent again with a longer budget (its diversity term is a Python loop
+    # over pairs, so the joint's 200 steps would take minutes).
+    lucent_long = run_lucent(model, gen, enc, unit, band, n, 10 if args.quick else 50)
+    mem_small, mem_large = run_memory(n_small), run_memory(n_large)
+
+    summary = {
+        "benchmark": "inverse_set",
+        "quick": args.quick,
+        "neuron": f"digits_classifier.fc1[{unit}]",
+        "band": [round(band[0], 4), round(band[1], 4)],
+        "n": n,
+        "K": K,
+        "max_steps": MAX_STEPS,
+        "ours": ours,
+        "joint": joint,
+        "joint_early": joint_early,
+        "spread_ratio_ours_vs_joint": round(ours["spread_E"] / joint["spread_E"], 3),
+        "speed_ratio_joint_vs_ours": round(joint["seconds"] / ours["seconds"], 2),
+        "spread_ratio_ours_vs_joint_early": round(
+            ours["spread_E"] / joint_early["spread_E"], 3
+        ),
+        "speed_ratio_joint_early_vs_ours": round(
+            joint_early["seconds"] / ours["seconds"], 2
+        ),
+        "memory": {f"n={n_small}": mem_small, f"n={n_large}": mem_large},
+        "peak_rss_ratio_large_vs_small": round(
+            mem_large["peak_rss_mb"] / mem_small["peak_rss_mb"], 3
+        ),
+        "lucent": lucent,
+        "lucent_long": lucent_long,
+        "inside_band_ours_vs_lucent": [ours["inside_band"], lucent["inside_band"]],
+        "spread_E_ours_vs_lucent": [ours["spread_E"], lucent["spread_E"]],
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

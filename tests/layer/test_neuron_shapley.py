@@ -1,0 +1,300 @@
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from captum_inverseset import NeuronShapley
+from captum_inverseset._core.layer.neuron_shapley import NeuronShapleyResult
+from captum_inverseset._utils.hooks import count_hooks
+
+from ._shapley_models import brute_force_shapley, make_mlp
+
+
+def _data(n=40, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return x, y
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "loss"])
+@pytest.mark.parametrize("removal", ["mean", "zero"])
+def test_exact_equals_brute_force_by_hand(metric, removal):
+    model = make_mlp()
+    x, y = _data()
+    expected = brute_force_shapley(model, x, y, metric, removal)
+    ns = NeuronShapley(model, model.relu)
+    values, stats = ns.attribute(
+        x, target=y, metric=metric, removal=removal, exact=True, return_stats=True
+    )
+    assert values.shape == (5,)
+    torch.testing.assert_close(stats.values, expected, atol=1e-6, rtol=0)
+    # efficiency: values sum to V(all) - V(none)
+    assert (
+        abs(stats.values.sum().item() - (stats.value_full - stats.value_empty)) < 1e-9
+    )
+    assert expected.abs().max() > 1e-3  # the game is not trivial
+
+
+def test_monte_carlo_converges_within_standard_errors():
+    model = make_mlp()
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    exact = ns.attribute(x, target=y, metric="loss", exact=True)
+    values, stats = ns.attribute(
+        x, target=y, metric="loss", n_permutations=300, seed=3, return_stats=True
+    )
+    assert stats.n_permutations == 300
+    assert (stats.counts == 300).all()
+    assert (stats.standard_errors > 0).all()
+    err = (values - exact).abs()
+    assert (err <= 4 * stats.standard_errors.float() + 1e-6).all(), (err, stats)
+    # untruncated permutations telescope: efficiency holds exactly
+    total = stats.values.sum().item()
+    assert abs(total - (stats.value_full - stats.value_empty)) < 1e-9
+    # fewer permutations give larger standard errors (1/sqrt(n) scaling)
+    _, few = ns.attribute(
+        x, target=y, metric="loss", n_permutations=20, seed=3, return_stats=True
+    )
+    assert few.standard_errors.mean() > stats.standard_errors.mean()
+
+
+def test_symmetric_duplicates_equal_and_dead_neuron_zero():
+    model = make_mlp(hidden=5)
+    with torch.no_grad():
+        model.fc1.weight[1] = model.fc1.weight[0]
+        model.fc1.bias[1] = model.fc1.bias[0]
+        model.fc2.weight[:, 1] = model.fc2.weight[:, 0]
+        model.fc1.weight[4] = 0.0
+        model.fc1.bias[4] = -1.0  # relu output always 0
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    exact = ns.attribute(x, target=y, metric="loss", removal="zero", exact=True)
+    assert abs(exact[0].item() - exact[1].item()) < 1e-9
+    assert exact[4].item() == 0.0
+    assert exact[0].abs() > 1e-3
+    mc = ns.attribute(x, target=y, metric="loss", removal="zero", n_permutations=8)
+    assert mc[4].item() == 0.0
+
+
+def test_callable_and_class_accuracy_metrics():
+    model = make_mlp()
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    calls = []
+
+    def metric(out, target):
+        calls.append(out.shape[0])
+        return out[:, 0].mean()
+
+    v = ns.attribute(x, target=y, metric=metric, exact=True, removal="zero")
+    # additive game: output 0 is linear in the kept units, so phi_j is the
+    # unit's own mean contribution
+    with torch.no_grad():
+        h = model.relu(model.fc1(x))
+    expected = (h * model.fc2.weight[0]).mean(0)
+    torch.testing.assert_close(v, expected, atol=1e-5, rtol=0)
+    assert set(calls) == {40}
+    # class_accuracy only looks at the examples of one class
+    v_cls, st = ns.attribute(
+        x,
+        target=y,
+        metric="class_accuracy",
+        metric_class=1,
+        exact=True,
+        return_stats=True,
+    )
+    sel = y == 1
+    expected_full = (model(x)[sel].argmax(1) == 1).double().mean().item()
+    assert abs(st.value_full - expected_full) < 1e-12
+
+
+def test_target_none_uses_model_predictions():
+    model = make_mlp()
+    x, _ = _data()
+    ns = NeuronShapley(model, model.relu)
+    _, st = ns.attribute(x, exact=True, return_stats=True)
+    assert st.value_full == 1.0
+
+
+def test_dataloader_equals_tensor_inputs():
+    model = make_mlp()
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    a = ns.attribute(x, target=y, metric="loss", n_permutations=6, seed=5)
+    loader = DataLoader(TensorDataset(x, y), batch_size=15)
+    b = ns.attribute(loader, metric="loss", n_permutations=6, seed=5)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    c = ns.attribute(
+        x,
+        target=y,
+        metric="loss",
+        n_permutations=6,
+        seed=5,
+        batch_size=7,
+        coalitions_per_batch=2,
+    )
+    torch.testing.assert_close(a, c, atol=1e-6, rtol=0)
+
+
+def test_truncation_saves_evaluations_and_bounds_efficiency():
+    model = make_mlp(hidden=8)
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    _, plain = ns.attribute(
+        x,
+        target=y,
+        n_permutations=10,
+        seed=0,
+        coalitions_per_batch=1,
+        return_stats=True,
+    )
+    tol = 0.1
+    _, trunc = ns.attribute(
+        x,
+        target=y,
+        n_permutations=10,
+        seed=0,
+        truncation_tolerance=tol,
+        coalitions_per_batch=1,
+        return_stats=True,
+    )
+    assert plain.n_evaluations == 10 * 7
+    assert trunc.n_evaluations < plain.n_evaluations
+    gap = trunc.value_full - trunc.value_empty
+    assert abs(trunc.values.sum().item() - gap) <= tol + 1e-9
+
+
+def test_bandit_top_k_finds_exact_top_k_with_fewer_evaluations():
+    model = make_mlp(hidden=8, seed=1)
+    with torch.no_grad():
+        model.fc2.weight[:, :2] *= 4  # two clearly important units
+    x, _ = _data(n=60)
+    ns = NeuronShapley(model, model.relu)
+    kw = dict(metric="loss", n_permutations=300, coalitions_per_batch=4)
+    exact = ns.attribute(x, metric="loss", exact=True)
+    _, plain = ns.attribute(x, return_stats=True, **kw)
+    _, bandit = ns.attribute(x, top_k=2, return_stats=True, **kw)
+    assert bandit.top_k_settled
+    assert bandit.n_permutations < 300  # stopped early
+    top_exact = set(torch.argsort(exact, descending=True)[:2].tolist())
+    top_bandit = set(torch.argsort(bandit.values, descending=True)[:2].tolist())
+    assert top_bandit == top_exact
+    assert bandit.n_evaluations < 0.6 * plain.n_evaluations
+    assert (bandit.counts < plain.counts).any()
+    assert (bandit.lower_bounds <= bandit.values).all()
+    assert (bandit.upper_bounds >= bandit.values).all()
+
+
+def test_multi_layer_digits_prefix_cache_matches_hooks():
+    from captum_inverseset.zoo import digits_classifier, load_digits_dataset
+
+    model = digits_classifier()
+    data = load_digits_dataset()
+    x, y = data.test_inputs[:24], data.test_labels[:24]
+    layers = [model.conv1, model.conv3]
+    fast = NeuronShapley(model, layers)
+    slow = NeuronShapley(model, layers, prefix_cache=False)
+    a, sa = fast.attribute(x, target=y, n_permutations=2, return_stats=True)
+    b, sb = slow.attribute(x, target=y, n_permutations=2, return_stats=True)
+    assert sa.prefix_cache and not sb.prefix_cache
+    assert [t.shape for t in a] == [torch.Size([16]), torch.Size([32])]
+    for ta, tb in zip(a, b):
+        torch.testing.assert_close(ta, tb, atol=1e-6, rtol=0)
+    assert sa.layer_names == ["conv1", "conv3"] and sa.layer_sizes == [16, 32]
+    assert abs(sa.values.sum().item() - (sa.value_full - sa.value_empty)) < 1e-9
+    assert count_hooks(model) == 0
+
+
+def test_untraceable_forward_falls_back_to_hooks():
+    model = make_mlp()
+    x, y = _data()
+
+    def forward(inp, scale):
+        return model(inp) * scale
+
+    ns = NeuronShapley(forward, model.relu)
+    a, st = ns.attribute(
+        x,
+        target=y,
+        additional_forward_args=(2.0,),
+        exact=True,
+        metric="accuracy",
+        return_stats=True,
+    )
+    assert not st.prefix_cache
+    b = NeuronShapley(model, model.relu).attribute(x, target=y, exact=True)
+    torch.testing.assert_close(a, b)
+
+
+def test_result_save_load_and_plot(tmp_path):
+    model = make_mlp()
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    ns.attribute(x, target=y, n_permutations=4)
+    res = ns.last_result
+    path = res.save(str(tmp_path / "r.pt"))
+    back = NeuronShapleyResult.load(path)
+    torch.testing.assert_close(back.values, res.values)
+    assert back.layer_sizes == [5] and back.n_permutations == 4
+    fig, ax = res.plot(top=3)
+    assert len(ax.patches) == 3
+    fig2, ax2 = res.plot(plt_fig_axis=(fig, ax))
+    assert ax2 is ax
+    assert res.top_players(1)[0][0] == "relu"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(metric="f1"), "metric"),
+        (dict(metric=lambda o, t: o.mean(0)), "scalar"),
+        (dict(metric=lambda o, t: torch.tensor(float("nan"))), "NaN"),
+        (dict(n_permutations=0), "n_permutations"),
+        (dict(top_k=5), "top_k"),
+        (dict(removal="noise"), "removal"),
+        (dict(metric="class_accuracy"), "metric_class"),
+        (dict(truncation_tolerance=-1.0), "truncation_tolerance"),
+        (dict(bandit_delta=2.0), "bandit_delta"),
+    ],
+)
+def test_validation_errors(kwargs, match):
+    model = make_mlp()
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    with pytest.raises(ValueError, match=match):
+        ns.attribute(x, target=y, **{"n_permutations": 2, **kwargs})
+    assert count_hooks(model) == 0
+
+
+def test_input_errors():
+    model = make_mlp()
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    with pytest.raises(ValueError, match="empty"):
+        ns.attribute(x[:0], target=y[:0])
+    with pytest.raises(ValueError, match="target"):
+        ns.attribute(x, target=y[:5])
+    with pytest.raises(ValueError, match="metric_class"):
+        ns.attribute(
+            x,
+            target=torch.zeros(40, dtype=torch.long),
+            metric="class_accuracy",
+            metric_class=2,
+            n_permutations=1,
+        )
+    big = make_mlp(hidden=21)
+    with pytest.raises(ValueError, match="exact"):
+        NeuronShapley(big, big.relu).attribute(x, target=y, exact=True)
+    with pytest.raises(ValueError, match="submodule"):
+        NeuronShapley(model, nn.ReLU())
+
+
+def test_show_progress_does_not_change_values(capsys):
+    model = make_mlp()
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    a = ns.attribute(x, target=y, n_permutations=4, show_progress=True)
+    assert "NeuronShapley" in capsys.readouterr().err
+    b = ns.attribute(x, target=y, n_permutations=4)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)

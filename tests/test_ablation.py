@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from captum_inverseset import NeuronShapley
+from captum_inverseset._utils.hooks import count_hooks
+from captum_inverseset.ablation import (
+    AblationCurveResult,
+    ablation_curve,
+    conductance_channel_scores,
+    gradcam_channel_scores,
+)
+from captum_inverseset.zoo import digits_classifier, load_digits_dataset
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model = digits_classifier()
+    data = load_digits_dataset()
+    return model, data.test_inputs[:100], data.test_labels[:100]
+
+
+def test_shapley_top_k_hurts_more_than_random_and_conductance(digits, tmp_path):
+    model, x, y = digits
+    # conv2 (32 filters): on this model, removing its top Shapley filters
+    # hurts accuracy more than random ones and Conductance's top filters
+    ns = NeuronShapley(model, model.conv2)
+    shapley = ns.attribute(x, target=y, n_permutations=10, seed=0)
+    conductance = conductance_channel_scores(model, model.conv2, x, y, n_steps=10)
+    gradcam = gradcam_channel_scores(model, model.conv2, x, y)
+    assert conductance.shape == gradcam.shape == (32,)
+    ks = (0, 4, 8, 12, 16)
+    curve = ablation_curve(
+        model, model.conv2, x,
+        {"shapley": shapley, "conductance": conductance, "gradcam": gradcam},
+        target=y, ks=ks, n_random=10,
+    )  # fmt: skip
+    full = ns.last_result.value_full
+    for name in ("shapley", "conductance", "gradcam", "random"):
+        assert curve.curve(name)[0].item() == pytest.approx(full)
+    s, c, r = curve.curve("shapley"), curve.curve("conductance"), curve.curve("random")
+    assert (s[1:] < r[1:]).all(), (s, r)
+    assert s[1:].mean() < c[1:].mean(), (s, c)
+    assert s[-1] < full - 0.5  # removing 16 of 32 filters costs > 50 points
+    assert count_hooks(model) == 0
+    fig, ax = curve.plot()
+    assert len(ax.lines) == 4
+    back = AblationCurveResult.load(curve.save(str(tmp_path / "a.pt")))
+    torch.testing.assert_close(back.curves, curve.curves)
+
+
+def test_ablation_curve_errors(digits):
+    model, x, y = digits
+    with pytest.raises(ValueError, match="scores"):
+        ablation_curve(model, model.conv3, x, {}, target=y)
+    with pytest.raises(ValueError, match="units"):
+        ablation_curve(model, model.conv3, x, {"a": torch.zeros(5)}, target=y)
+    with pytest.raises(ValueError, match="ks"):
+        ablation_curve(
+            model, model.conv3, x, {"a": torch.zeros(32)}, target=y, ks=(0, 40)
+        )
