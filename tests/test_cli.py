@@ -112,3 +112,80 @@ def test_missing_weights_file(capsys):
         ],
     )
     assert code == 2 and "no such file" in cap.err
+
+
+def test_shapley_inverse_set_egbas_commands_write_png_and_json(capsys, tmp_path):
+    import json
+
+    zoo = "captum_inverseset.zoo"
+    runs = {
+        "shapley": [
+            "shapley",
+            "--model",
+            f"{zoo}:digits_classifier",
+            "--layer",
+            "conv1",
+            "--limit",
+            "64",
+            "--n-permutations",
+            "2",
+        ],
+        "inverse_set": [
+            "inverse-set",
+            "--model",
+            f"{zoo}:digits_classifier",
+            "--layer",
+            "fc2",
+            "--neuron",
+            "3",
+            "--range",
+            "5",
+            "15",
+            "--generator",
+            f"{zoo}:digits_generator",
+            "--encoder",
+            f"{zoo}:digits_encoder",
+            "--n-samples",
+            "8",
+            "--batch-size",
+            "4",
+        ],
+        "egbas": [
+            "egbas",
+            "--generator",
+            f"{zoo}:digits_generator",
+            "--layer",
+            "fc1",
+            "--n-samples",
+            "8",
+        ],
+    }
+    for name, argv in runs.items():
+        out = tmp_path / name
+        code = main([*argv, "--out", str(out), "--quiet", "--device", "cpu"])
+        cap = capsys.readouterr()
+        assert code == 0, cap.err
+        payload = json.loads((out / f"{name}.json").read_text())
+        assert (out / f"{name}.png").stat().st_size > 1000
+        assert json.loads(cap.out.strip().splitlines()[-1])
+        if name == "shapley":
+            assert len(payload["values"][0]) == 16
+        if name == "inverse_set":
+            assert payload["n_samples"] == 8
+        if name == "egbas":
+            assert payload["in_region_fraction"] == 1.0
+
+
+def test_demo_quick_writes_self_contained_report(tmp_path, capsys):
+    import json
+
+    code = main(["demo", "--quick", "--quiet", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    html = (tmp_path / "index.html").read_text()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert html.count("data:image/png;base64,") >= 6
+    assert "http://" not in html and "https://" not in html
+    for key in ("models", "neuron_shapley", "inverse_set", "egbas"):
+        assert key in results
+    assert results["egbas"]["egbas_in_region"] == 1.0
+    assert results["inverse_set"]["feasible_fraction"] > 0.5

@@ -134,6 +134,41 @@ plt.tight_layout()
 assert grads.shape == samples.shape and grads.abs().sum() > 0
 
 ###############################################################################
+# The neuron profile beside the samples
+# -------------------------------------
+# :class:`~captum_inverseset.NeuronProfile` streams a dataset through the
+# model once: histogram, top/bottom examples, examples at quantiles and the
+# mean activation per class. Its quantiles give a band in one call (here the
+# top 5% of training activations), and
+# :class:`~captum_inverseset.NeuronActivationMaximization` gives the single
+# maximising input with Lucent's parameterization and objectives, through our
+# own hooks (nothing is left on the model, unlike ``render_vis`` above).
+
+from captum_inverseset import NeuronActivationMaximization, NeuronProfile  # noqa: E402
+from captum_inverseset.param import PixelImageParameterization  # noqa: E402
+
+train_x, train_y, _, _ = load_digits_dataset()
+profile = NeuronProfile(model, model.fc2).attribute(train_x, digit, labels=train_y)
+profile.plot()
+top_band = profile.activation_range(0.95, 1.0)
+print(f"top 5% band of logit {digit}: {top_band[0]:.2f}..{top_band[1]:.2f}")
+assert int(profile.class_means.argmax()) == digit
+
+maximised = NeuronActivationMaximization(model, model.fc2).attribute(
+    PixelImageParameterization((1, 8, 8)), neuron_selector=digit, seed=0
+)
+best_example = float(profile.top_activations[0])
+print(
+    f"activation maximisation: {float(maximised.final_objective.max()):.1f} "
+    f"vs best training image {best_example:.1f}"
+)
+assert float(maximised.final_objective.max()) > best_example
+in_top = sampler.sample(digit, top_band, n_samples=16, batch_size=8, seed=1)
+assert in_top.feasible_fraction >= 0.5
+maximised.plot()
+in_top.plot(title="inverse set, top-5% band")
+
+###############################################################################
 # Intersection of two inverse sets
 # --------------------------------
 # Inputs on which two class neurons are *both* in a band (the paper's example:
