@@ -31,7 +31,7 @@ from lucent.optvis.render import render_vis
 from captum_inverseset._core.neuron.neuron_activation_maximization import (
     NeuronActivationMaximization,
 )
-from captum_inverseset._utils.hooks import capture_layer, count_hooks
+from captum_inverseset.hooks import capture_layer, count_hooks
 from captum_inverseset.objectives import channel, module_names
 from captum_inverseset.param import FFTImageParameterization
 from captum_inverseset.zoo import digits_classifier

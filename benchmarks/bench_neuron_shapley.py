@@ -34,7 +34,7 @@ from torch import nn
 
 from captum_inverseset import NeuronShapley
 from captum_inverseset._core.layer.neuron_shapley import _permutation_seed
-from captum_inverseset._utils.hooks import replace_layer_output
+from captum_inverseset.hooks import replace_layer_output
 from captum_inverseset.zoo import digits_classifier, load_digits_dataset
 
 

@@ -21,7 +21,7 @@ import torch
 from captum.attr import NeuronGradient
 
 from captum_inverseset import NeuronConstraint, NeuronInverseSet
-from captum_inverseset._utils.hooks import capture_layer
+from captum_inverseset.hooks import capture_layer
 from captum_inverseset.visualization import visualize_image_grid
 from captum_inverseset.zoo import (
     digits_classifier,

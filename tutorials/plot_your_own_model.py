@@ -31,7 +31,7 @@ import torchvision
 from captum.attr import LayerGradCam
 
 from captum_inverseset import NeuronInverseSet, NeuronShapley
-from captum_inverseset._utils.hooks import count_hooks
+from captum_inverseset.hooks import count_hooks
 from captum_inverseset.param import GeneratorParameterization
 from captum_inverseset.visualization import visualize_image_grid
 

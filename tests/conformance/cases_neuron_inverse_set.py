@@ -1,7 +1,5 @@
 """Conformance cases of :class:`~captum_inverseset.NeuronInverseSet`."""
 
-import functools
-
 import torch
 
 from captum_inverseset import NeuronInverseSet
@@ -10,26 +8,10 @@ from .harness import Case
 from .models import make_digits_classifier, make_digits_generator, make_resnet18
 
 
-def _one_thread(fn):
-    """Tiny models: one thread (two oversubscribe a shared 2-core CPU badly)."""
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-
-    return wrapped
-
-
 def _digits_inputs(seed: int, n: int = 3) -> torch.Tensor:
     return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
-@_one_thread
 def _call_attribute(method, model, seed):
     return method.attribute(
         _digits_inputs(seed),
@@ -40,24 +22,20 @@ def _call_attribute(method, model, seed):
     )
 
 
-@_one_thread
 def _bad_attribute(method, model):
     method.attribute(_digits_inputs(0), (100, 3, 3), activation_range=(0.5, 2.0))
 
 
-@_one_thread
 def _call_sample(method, model, seed):
     return method.sample(
         2, (1.0, 3.0), n_samples=6, batch_size=3, max_steps=8, seed=seed
     )
 
 
-@_one_thread
 def _bad_sample(method, model):
     method.sample(64, (1.0, 3.0), n_samples=2, max_steps=2)
 
 
-@_one_thread
 def _call_resnet(method, model, seed):
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     return method.attribute(
@@ -65,7 +43,6 @@ def _call_resnet(method, model, seed):
     )
 
 
-@_one_thread
 def _bad_resnet(method, model):
     x = torch.rand(2, 3, 32, 32)
     method.attribute(x, (64, 40, 4), activation_range=(0.2, None), max_steps=2)

@@ -59,15 +59,6 @@ def same_pattern_on_mask(generator, layer, latents, z0, mask):
     return ((pattern == ref) | ~mask).flatten(1).all(dim=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: intra-op threads only add contention on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def mlp():
     torch.manual_seed(0)

@@ -17,14 +17,6 @@ from captum_inverseset.param import (
 from captum_inverseset.zoo import digits_classifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model():
     return digits_classifier().eval()

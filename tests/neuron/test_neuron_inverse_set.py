@@ -39,15 +39,6 @@ def exact_logistic(x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(x.double() @ WEIGHT.double().t() + BIAS)[:, 0]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small models: one thread avoids oversubscription on a shared 2-core CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def logistic():
     return Logistic()

@@ -14,15 +14,6 @@ from captum_inverseset._utils.hooks import count_hooks
 from captum_inverseset.zoo import digits_classifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread avoids oversubscribing the shared CPUs
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup():
     from captum_inverseset.zoo import load_digits_dataset
