@@ -69,22 +69,11 @@ assert torch.equal(theta > 0.5, mask)  # same seed: the same optimisation
 # E-GBAS samples and epsilon samples
 # ----------------------------------
 # We pick the baseline's radius so that about 70% of its samples stay in the
-# region, and let the tree's edges be at most that radius long.
+# region (:meth:`~captum_inverseset.EGBAS.calibrate_epsilon`, a bisection on
+# the radius), and let the tree's edges be at most that radius long.
 
 
-def radius_with_acceptance(method, layer_mask, rate, n_samples=400):
-    """Largest epsilon whose ball keeps ``rate`` of its samples in the region."""
-    low, high = 1e-3, 20.0
-    for _ in range(12):  # geometric bisection
-        mid = (low * high) ** 0.5
-        accepted = method.epsilon_sample(
-            z0, n_samples=n_samples, epsilon=mid, mask=layer_mask, seed=1
-        ).acceptance_rate
-        low, high = (mid, high) if accepted >= rate else (low, mid)
-    return low
-
-
-epsilon = radius_with_acceptance(egbas, mask, 0.7)
+epsilon = egbas.calibrate_epsilon(z0, 0.7, mask=mask, n_samples=400, seed=1)
 result = egbas.sample(z0, n_samples=100, mask=mask, step_size=epsilon, seed=0)
 baseline = egbas.epsilon_sample(z0, n_samples=100, epsilon=epsilon, mask=mask)
 print(
@@ -133,7 +122,7 @@ radii, sizes = [], []
 for name in layers:
     method = EGBAS(generator, name)
     layer_mask = method.supporting_boundaries(z0, sparsity=0.05, n_steps=200)
-    radius = radius_with_acceptance(method, layer_mask, 0.9)
+    radius = method.calibrate_epsilon(z0, 0.9, mask=layer_mask, n_samples=400, seed=1)
     radii.append(radius)
     sizes.append(f"{int(layer_mask.sum())}/{layer_mask.numel()}")
     print(f"{name}: mask {sizes[-1]}, 90%-acceptance radius {radius:.3f}")
