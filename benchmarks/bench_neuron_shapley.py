@@ -3,7 +3,9 @@
 On the shipped digits classifier (players: conv channels), in one process:
 
 1. **throughput**: coalition evaluations per second of NeuronShapley (batched
-   coalitions, with and without the torch.fx prefix cache) against a
+   coalitions through hooks, with the torch.fx first-layer prefix cache, and
+   with the segment cache: split at every player layer, each segment run once
+   per distinct upstream mask) against a
    sequential baseline that, like the paper's code, rewrites the weights of
    the removed filters and runs one full forward pass per coalition; the same
    permutations are walked by both (zero removal, so weight rewriting is
@@ -149,23 +151,35 @@ def main() -> None:
     kw = dict(target=y, removal="zero", n_permutations=n_perm, seed=0)
 
     def throughput(layers):
-        rates = {"sequential": 0.0, "batched_hooks": 0.0, "batched_prefix": 0.0}
+        rates = {
+            "sequential": 0.0,
+            "batched_hooks": 0.0,
+            "batched_prefix": 0.0,
+            "batched_segments": 0.0,
+        }
+        modes = [
+            ("batched_hooks", False, False),
+            ("batched_prefix", True, False),
+            ("batched_segments", True, True),
+        ]
         diff = 0.0
         for _ in range(repeats):
             (seq_values, seq_evals), t = timed(
                 lambda: sequential_weight_rewrite(model, layers, x, y, n_perm, 0)
             )
             rates["sequential"] = max(rates["sequential"], seq_evals / t)
-            for name, cache in [("batched_hooks", False), ("batched_prefix", True)]:
+            for name, cache, segments in modes:
                 ns = NeuronShapley(model, layers if len(layers) > 1 else layers[0],
                                    prefix_cache=cache)  # fmt: skip
+                # False: the first-layer prefix cache only (the old path)
+                ns._segment_cache = segments
                 _, t = timed(lambda ns=ns: ns.attribute(x, **kw))
                 st = ns.last_result
-                assert st.prefix_cache == cache
+                assert st.prefix_cache == cache and st.segment_cache == segments
                 rates[name] = max(rates[name], st.n_evaluations / t)
                 diff = max(diff, (st.values - seq_values).abs().max().item())
         out = {f"{k}_evals_per_s": v for k, v in rates.items()}
-        for k in ("batched_hooks", "batched_prefix"):
+        for k in ("batched_hooks", "batched_prefix", "batched_segments"):
             out[f"{k}_speedup"] = rates[k] / rates["sequential"]
         out["max_abs_diff_vs_sequential"] = diff
         return out

@@ -206,6 +206,73 @@ def test_multi_layer_digits_prefix_cache_matches_hooks():
     assert count_hooks(model) == 0
 
 
+def _three_paths(model, layers, x, y, **kwargs):
+    """Values and stats of the segment, first-layer prefix and hook paths."""
+    out = []
+    for cache, segments in [(True, True), (True, False), (False, False)]:
+        ns = NeuronShapley(model, layers, prefix_cache=cache)
+        ns._segment_cache = segments
+        out.append(ns.attribute(x, target=y, return_stats=True, **kwargs))
+    return out
+
+
+@pytest.mark.parametrize("coalitions_per_batch", [None, 5])
+def test_segment_cache_digits_walk_equals_hooks(coalitions_per_batch):
+    from captum_inverseset.zoo import digits_classifier, load_digits_dataset
+
+    model = digits_classifier()
+    data = load_digits_dataset()
+    x, y = data.test_inputs[:30], data.test_labels[:30]
+    layers = [model.conv1, model.conv2, model.conv3]
+    (a, sa), (b, sb), (c, sc) = _three_paths(
+        model,
+        layers,
+        x,
+        y,
+        metric="loss",
+        n_permutations=3,
+        coalitions_per_batch=coalitions_per_batch,
+    )
+    assert sa.segment_cache and sa.prefix_cache
+    assert not sb.segment_cache and sb.prefix_cache
+    assert not sc.segment_cache and not sc.prefix_cache
+    for ta, tb, tc in zip(a, b, c):
+        torch.testing.assert_close(ta, tc, atol=1e-6, rtol=0)
+        torch.testing.assert_close(tb, tc, atol=1e-6, rtol=0)
+    assert abs(sa.values.sum().item() - (sa.value_full - sa.value_empty)) < 1e-9
+    assert sa.n_evaluations == sc.n_evaluations
+    assert count_hooks(model) == 0
+
+
+def test_segment_cache_falls_back_on_a_resnet_block():
+    from torchvision.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    block = BasicBlock(8, 8).eval()
+    # Stem + block: the skip connection crosses block.conv1 and block.conv2,
+    # so the model is no chain; the first-layer prefix still carries the skip.
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), block).eval()
+    head = nn.Sequential(model, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 4)).eval()  # fmt: skip
+    x = torch.rand(12, 3, 6, 6)
+    y = torch.arange(12) % 4
+    (a, sa), (b, sb), (c, sc) = _three_paths(
+        head, [block.conv1, block.conv2], x, y, metric="loss", n_permutations=2
+    )
+    assert not sa.segment_cache and sa.prefix_cache and not sc.prefix_cache
+    for ta, tb, tc in zip(a, b, c):
+        torch.testing.assert_close(ta, tc, atol=1e-6, rtol=0)
+        torch.testing.assert_close(tb, tc, atol=1e-6, rtol=0)
+    # The block alone: its input is the skip, nothing can be cached.
+    (d, sd), _, (e, _) = _three_paths(
+        block, [block.conv1, block.conv2], torch.rand(6, 8, 4, 4), None,
+        metric=lambda out, _: out.mean(), n_permutations=2,
+    )  # fmt: skip
+    assert not sd.segment_cache and not sd.prefix_cache
+    for td, te in zip(d, e):
+        torch.testing.assert_close(td, te, atol=1e-6, rtol=0)
+
+
 def test_untraceable_forward_falls_back_to_hooks():
     model = make_mlp()
     x, y = _data()

@@ -3,7 +3,13 @@ import torchvision
 from torch import nn
 
 from captum_inverseset._core.layer._shapley_game import group_mask
-from captum_inverseset._core.layer._shapley_suffix import split_at_layer, verify_split
+from captum_inverseset._core.layer._shapley_suffix import (
+    split_at_layer,
+    split_chain,
+    split_channelwise_head,
+    verify_chain,
+    verify_split,
+)
 
 
 def test_resnet_split_inside_residual_block_carries_the_skip():
@@ -77,3 +83,66 @@ def test_prefix_without_cache_gives_the_same_values():
     hooks = NeuronGame(model, [model.conv2, model.conv3], batches, "loss", None,
                        "mean", False, 3)  # fmt: skip
     torch.testing.assert_close(a, hooks.evaluate(masks), atol=1e-5, rtol=0)
+
+
+def test_chain_split_at_every_player_layer():
+    from captum_inverseset.zoo import digits_classifier
+
+    model = digits_classifier().eval()
+    layers = [model.conv1, model.conv2, model.conv3]
+    segments = split_chain(model, layers)
+    assert segments is not None and len(segments) == 4
+    x = torch.rand(5, 1, 8, 8)
+    assert verify_chain(segments, model, (x,))
+    with torch.no_grad():
+        h1 = segments[0](x)
+        assert torch.equal(h1, model.conv1(x))
+        assert torch.equal(segments[1](h1), model.conv2(model.relu1(h1)))
+    # Layers out of call order are no chain.
+    assert split_chain(model, [model.conv2, model.conv1]) is None
+    # The relu and the pooling after conv3 commute with a channel mask.
+    head, rest = split_channelwise_head(segments[3])
+    assert head is not None
+    assert [n.target for n in head.graph.nodes if n.op == "call_module"] == [
+        "relu3",
+        "adaptive_pool",
+    ]
+    h3 = torch.randn(5, 32, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(rest(head(h3)), segments[3](h3))
+
+
+def test_chain_split_refuses_residual_connections():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    block = model.layer1[0]
+    # The block input (the skip) is used after both convolutions.
+    assert split_chain(model, [block.conv1, block.conv2]) is None
+    assert split_chain(model, [model.conv1, block.conv1]) is None
+    # A segment that starts with Flatten has no channel-wise head.
+    seq = nn.Sequential(nn.Linear(4, 4), nn.Flatten(), nn.ReLU())
+    segments = split_chain(seq, [seq[0]])
+    assert segments is not None
+    head, rest = split_channelwise_head(segments[1])
+    assert head is None and rest is segments[1]
+
+
+def test_same_size_adaptive_pool_is_skipped_exactly():
+    from captum_inverseset._core.layer._shapley_suffix import _SkipSameSizePool
+    from captum_inverseset.zoo import digits_classifier
+
+    cases = [
+        (nn.AdaptiveAvgPool2d(4), (3, 4, 4, 4)),
+        (nn.AdaptiveAvgPool2d(4), (3, 4, 5, 5)),
+        (nn.AdaptiveMaxPool2d((None, 3)), (3, 4, 5, 6)),
+        (nn.AdaptiveAvgPool1d(7), (3, 4, 7)),
+    ]
+    for pool, shape in cases:
+        x = torch.randn(shape)
+        assert torch.equal(_SkipSameSizePool(pool)(x), pool(x))
+    model = digits_classifier().eval()
+    segments = split_chain(model, [model.conv3])
+    head, _ = split_channelwise_head(segments[1])
+    assert isinstance(head.get_submodule("adaptive_pool"), _SkipSameSizePool)
+    # The model itself keeps its own module.
+    assert type(model.adaptive_pool) is nn.AdaptiveAvgPool2d

@@ -6,6 +6,13 @@ the examples are repeated once per coalition and every layer output is masked
 per block of examples (:func:`group_mask`).
 With prefix caching, the network up to the first player layer runs once per
 evaluation batch and only the rest is re-run for each group of coalitions.
+
+With segment caching (a ``torch.fx`` chain split at every player layer), the
+segment after player layer ``l`` depends only on the masks of layers up to
+``l``. Coalitions that share those masks (consecutive coalitions of a
+permutation walk differ by one player, so most of them do) share that
+segment's activations: each segment runs once per *distinct* upstream mask,
+and the results are gathered back per coalition.
 """
 
 import math
@@ -21,7 +28,13 @@ from ..._utils.captum_compat import (
     format_additional_forward_args,
 )
 from ..._utils.hooks import capture_layer, replace_layer_output
-from ._shapley_suffix import split_at_layer, verify_split
+from ._shapley_suffix import (
+    split_at_layer,
+    split_chain,
+    split_channelwise_head,
+    verify_chain,
+    verify_split,
+)
 
 MetricType = Union[str, Callable[[torch.Tensor, Any], torch.Tensor]]
 BUILTIN_METRICS = ("accuracy", "loss", "class_accuracy")
@@ -76,6 +89,7 @@ class NeuronGame:
         prefix_cache: bool,
         coalitions_per_batch: int,
         cache_bytes: int = 2**30,
+        segment_cache: bool = True,
     ) -> None:
         self.forward_func = forward_func
         self.layers = list(layers)
@@ -88,9 +102,10 @@ class NeuronGame:
         self.n_forward_passes = 0
         self._measure_layers()
         self.split = None
+        self.chain: Optional[List[nn.Module]] = None
         self._cuts: List[tuple] = []
         if prefix_cache:
-            self._setup_prefix_cache()
+            self._setup_prefix_cache(segment_cache)
 
     # ------------------------------------------------------------------ setup
     def _measure_layers(self) -> None:
@@ -147,21 +162,65 @@ class NeuronGame:
         else:
             self.fills = [0.0 for _ in sums]
 
-    def _setup_prefix_cache(self) -> None:
+    def _setup_prefix_cache(self, segment_cache: bool) -> None:
         if not isinstance(self.forward_func, nn.Module):
             return
         if any(extra is not None for _, _, extra in self.batches):
             return
         first = self.call_order[0]
+        self.first_layer = first
+        if segment_cache:
+            chain = split_chain(
+                self.forward_func, [self.layers[i] for i in self.call_order]
+            )
+            stages = None
+            if chain is not None:
+                stages = [split_channelwise_head(seg) for seg in chain[1:]]
+                composed = [chain[0]] + [
+                    (lambda h, hd=hd, r=r: r(hd(h))) if hd is not None else r
+                    for hd, r in stages
+                ]
+                if not verify_chain(composed, self.forward_func, self.batches[0][0]):
+                    stages = None
+            if stages is not None:
+                self.chain = chain
+                self._setup_segments(stages)
+                self._cache_prefix(lambda *x: (chain[0](*x),))
+                return
         split = split_at_layer(self.forward_func, self.layers[first], self.layers)
         if split is None or not verify_split(
             split, self.forward_func, self.batches[0][0]
         ):
             return
         self.split = split
-        self.first_layer = first
+        self._cache_prefix(split.prefix)
+
+    def _setup_segments(self, stages: List[tuple]) -> None:
+        """Player columns of each layer and of everything upstream of it, and
+        the ``(head, rest, fill)`` run after each player layer (call order)."""
+        cols = [
+            torch.arange(self.offsets[i], self.offsets[i + 1]) for i in self.call_order
+        ]
+        self._layer_cols = cols
+        self._upstream_cols = [torch.cat(cols[: k + 1]) for k in range(len(cols))]
+        self._stages = []
+        for layer, (head, rest) in zip(self.call_order, stages):
+            fill = self.fills[layer]
+            if head is not None:
+                # The mask is applied after the head, so its fill is the
+                # head's image of the removal value.
+                if isinstance(fill, float):
+                    fill = torch.full(self.unit_shapes[layer], fill)
+                with torch.no_grad():
+                    fill = head(fill.unsqueeze(0))[0]
+                if not bool(fill.any()):
+                    fill = 0.0
+            self._stages.append((head, rest, fill))
+
+    def _cache_prefix(self, prefix: Callable) -> None:
+        self._prefix = prefix
         with torch.no_grad():
-            first_cut = split.prefix(*self.batches[0][0])
+            first_cut = prefix(*self.batches[0][0])
         per_example = sum(c.numel() * c.element_size() for c in first_cut) / max(
             1, self.batches[0][0][0].shape[0]
         )
@@ -171,7 +230,7 @@ class NeuronGame:
             # one pass of the suffix only.
             with torch.no_grad():
                 self._cuts = [first_cut] + [
-                    split.prefix(*inputs) for inputs, _, _ in self.batches[1:]
+                    prefix(*inputs) for inputs, _, _ in self.batches[1:]
                 ]
         else:
             # Too large to keep: the prefix runs once per batch and per call of
@@ -180,7 +239,11 @@ class NeuronGame:
 
     @property
     def uses_prefix_cache(self) -> bool:
-        return self.split is not None
+        return self.split is not None or self.chain is not None
+
+    @property
+    def uses_segment_cache(self) -> bool:
+        return self.chain is not None
 
     # ------------------------------------------------------------- evaluation
     def layer_masks(self, masks: torch.Tensor) -> List[torch.Tensor]:
@@ -254,7 +317,7 @@ class NeuronGame:
                 if self._cuts:
                     cut = self._cuts[batch_index]
                 else:
-                    cut = self.split.prefix(*inputs)
+                    cut = self._prefix(*inputs)
                 reps = [c.repeat(n_groups, *([1] * (c.dim() - 1))) for c in cut]
                 reps[0] = group_mask(
                     reps[0], per_layer[self.first_layer], self.fills[self.first_layer]
@@ -270,6 +333,57 @@ class NeuronGame:
                 )
             return _call(self.forward_func, rep_inputs, rep_extra)
 
+    def _segment_plan(self, masks: torch.Tensor) -> List[tuple]:
+        """Per player layer (call order): which coalitions share its input.
+
+        Level ``k`` lists the distinct masks of layers ``0..k`` among the rows
+        of ``masks``: ``(inverse, parent, keep, first)`` where ``inverse[g]``
+        is coalition ``g``'s distinct row, ``parent[u]`` the row of level
+        ``k - 1`` that distinct row ``u`` extends, ``keep`` the masks of layer
+        ``k`` per distinct row (None when all ones: nothing to mask) and
+        ``first[u]`` one coalition with that row.
+        """
+        plan = []
+        previous = torch.zeros(masks.shape[0], dtype=torch.long)
+        positions = torch.arange(masks.shape[0])
+        for cols, up in zip(self._layer_cols, self._upstream_cols):
+            _, inverse = torch.unique(masks[:, up], dim=0, return_inverse=True)
+            n_unique = int(inverse.max()) + 1
+            # Any coalition of a distinct row will do: they share its masks.
+            first = torch.empty(n_unique, dtype=torch.long).scatter_(
+                0, inverse, positions
+            )
+            keep = masks[first][:, cols]
+            if bool(keep.all()):
+                keep = None
+            plan.append((inverse, previous[first], keep, first))
+            previous = inverse
+        return plan
+
+    def _forward_segments(self, batch_index: int, plan: List[tuple]) -> torch.Tensor:
+        """Outputs of the distinct coalitions of ``plan`` (blocks of examples)."""
+        assert self.chain is not None
+        inputs = self.batches[batch_index][0]
+        h = self._cuts[batch_index][0] if self._cuts else self._prefix(*inputs)[0]
+        block = h.shape[0]
+        n_rows = 1
+        for (_, parent, keep, _), (head, rest, fill) in zip(plan, self._stages):
+            if head is not None:
+                # Channel-wise ops (relu, pooling) commute with the mask: run
+                # them before the rows multiply.
+                h = head(h)
+            if not (
+                parent.shape[0] == n_rows and torch.equal(parent, torch.arange(n_rows))
+            ):
+                # Gather the activations of each distinct row's parent.
+                h = h.reshape(n_rows, block, *h.shape[1:])[parent].flatten(0, 1)
+                n_rows = parent.shape[0]
+            if keep is not None:
+                h = group_mask(h, keep, fill)
+            h = rest(h)
+        self.n_forward_passes += 1
+        return h
+
     @torch.no_grad()
     def evaluate(self, masks: torch.Tensor) -> torch.Tensor:
         """``V`` of each coalition (rows of ``masks``), float64 on the CPU."""
@@ -279,9 +393,18 @@ class NeuronGame:
             chunk = masks[start : start + self.coalitions_per_batch]
             nums = torch.zeros(chunk.shape[0], dtype=torch.float64)
             dens = torch.zeros(chunk.shape[0], dtype=torch.float64)
+            if self.chain is not None:
+                plan = self._segment_plan(chunk)
+                inverse = plan[-1][0]
+                n_unique = plan[-1][3].shape[0]
             for b in range(len(self.batches)):
-                out = self._forward_groups(b, chunk)
-                n, d = self._metric_parts(out, self.batches[b][1], chunk.shape[0])
+                if self.chain is not None:
+                    out = self._forward_segments(b, plan)
+                    n, d = self._metric_parts(out, self.batches[b][1], n_unique)
+                    n, d = n[inverse], d[inverse]
+                else:
+                    out = self._forward_groups(b, chunk)
+                    n, d = self._metric_parts(out, self.batches[b][1], chunk.shape[0])
                 nums += n
                 dens += d
             if (dens == 0).any():
@@ -296,13 +419,17 @@ class NeuronGame:
 
 
 def auto_coalitions_per_batch(
-    n_examples_per_batch: int, device: Optional[torch.device] = None
+    n_examples_per_batch: int,
+    device: Optional[torch.device] = None,
+    segment_cache: bool = False,
 ) -> int:
     """Coalitions per forward pass: about 1024 examples per pass on a CPU
     (larger passes fall out of cache and get slower per example) and 8192 on
-    an accelerator (which needs large batches to be busy)."""
+    an accelerator (which needs large batches to be busy). With the segment
+    cache, larger chunks of a walk share more upstream segments, so the CPU
+    target is 8192 too (most segments then run on far fewer rows)."""
     on_cpu = device is None or torch.device(device).type == "cpu"
-    target = 1024 if on_cpu else 8192
+    target = 1024 if on_cpu and not segment_cache else 8192
     return max(1, min(128, target // max(1, n_examples_per_batch)))
 
 

@@ -14,9 +14,14 @@ Both call the original submodules (no copies), so hooks registered on later
 player layers still fire inside ``suffix``. When the model cannot be traced,
 :func:`split_at_layer` returns None and the caller falls back to full forward
 passes with hooks.
+
+:func:`split_chain` cuts a model after *every* player layer (segment caching),
+when the model is a simple chain through them, and
+:func:`split_channelwise_head` moves the channel-wise modules that follow a
+player layer before its mask.
 """
 
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import fx, nn
@@ -119,3 +124,200 @@ def verify_split(
     if not (torch.is_tensor(full) and torch.is_tensor(out)):
         return False
     return full.shape == out.shape and torch.allclose(full, out, atol=atol, rtol=1e-4)
+
+
+def split_chain(
+    model: nn.Module, layers: Sequence[nn.Module]
+) -> Optional[List[fx.GraphModule]]:
+    """Cut ``model`` after each of ``layers`` (given in call order).
+
+    Returns ``len(layers) + 1`` graph modules: ``segments[0](*inputs)`` is the
+    output of ``layers[0]``, ``segments[i](h)`` maps the output of
+    ``layers[i - 1]`` to the output of ``layers[i]`` and the last segment
+    maps the output of the last layer to the model output. This needs a
+    simple chain: nothing computed before a cut except the layer's own output
+    may be used after it (a residual connection around a player layer, or the
+    raw inputs used late, break it). Returns None otherwise, and the caller
+    falls back to :func:`split_at_layer`.
+    """
+    names = [_module_name(model, layer) for layer in layers]
+    if not layers or not all(names):
+        return None
+    try:
+        graph = _LeafTracer(layers).trace(model)
+    except Exception:  # noqa: BLE001 - any tracing failure means "fall back"
+        return None
+    nodes = list(graph.nodes)
+    position = {n: i for i, n in enumerate(nodes)}
+    layer_nodes = []
+    for name in names:
+        found = [n for n in nodes if n.op == "call_module" and n.target == name]
+        if len(found) != 1:
+            return None
+        layer_nodes.append(found[0])
+    cuts = [position[n] for n in layer_nodes]
+    if any(b <= a for a, b in zip(cuts, cuts[1:])):
+        return None
+    if any(n.op == "placeholder" and position[n] > cuts[0] for n in nodes):
+        return None
+    for layer_node, cut_at in zip(layer_nodes, cuts):
+        for n in nodes[: cut_at + 1]:
+            if n is not layer_node and any(position[u] > cut_at for u in n.users):
+                return None
+    bounds = [0] + [c + 1 for c in cuts] + [len(nodes)]
+    segments = []
+    for k in range(len(bounds) - 1):
+        seg_graph = fx.Graph()
+        env = {}
+        if k > 0:
+            env[layer_nodes[k - 1]] = seg_graph.placeholder("h")
+        for n in nodes[bounds[k] : bounds[k + 1]]:
+            env[n] = seg_graph.node_copy(n, env.__getitem__)
+        if k < len(layer_nodes):
+            seg_graph.output(env[layer_nodes[k]])
+        try:
+            segments.append(fx.GraphModule(model, seg_graph))
+        except Exception:  # noqa: BLE001
+            return None
+    return segments
+
+
+def verify_chain(
+    segments: Sequence[fx.GraphModule],
+    model: nn.Module,
+    inputs: tuple,
+    atol: float = 1e-5,
+) -> bool:
+    """Check on real inputs that the segments chained equal ``model(x)``."""
+    try:
+        with torch.no_grad():
+            full = model(*inputs)
+            h = segments[0](*inputs)
+            for segment in segments[1:]:
+                h = segment(h)
+    except Exception:  # noqa: BLE001
+        return False
+    if not (torch.is_tensor(full) and torch.is_tensor(h)):
+        return False
+    return full.shape == h.shape and torch.allclose(full, h, atol=atol, rtol=1e-4)
+
+
+# Modules whose output channel ``c`` depends only on input channel ``c``
+# (elementwise activations, pooling): a per-channel mask commutes with them,
+# ``f(where(m, h, fill)) == where(m, f(h), f(fill))`` exactly.
+_CHANNELWISE = (
+    nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+
+
+def _is_channelwise(module: nn.Module) -> bool:
+    if not isinstance(module, _CHANNELWISE):
+        return False
+    # With indices the output is a tuple, not a masked tensor.
+    return not getattr(module, "return_indices", False)
+
+
+def split_channelwise_head(
+    segment: fx.GraphModule,
+) -> Tuple[Optional[fx.GraphModule], fx.GraphModule]:
+    """Split off the channel-wise modules at the start of a chain segment.
+
+    A segment starts with the (masked) output of a player layer. When its
+    first operations act on each channel separately (``relu``, pooling), the
+    mask can be applied after them instead: they then run once per distinct
+    *upstream* mask, not once per coalition. Returns ``(head, rest)`` with
+    ``rest(mask(head(h))) == segment(mask(h))``, or ``(None, segment)``.
+    """
+    nodes = list(segment.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        return None, segment
+    previous = placeholders[0]
+    head_nodes: List[fx.Node] = []
+    for n in nodes[1:]:
+        if not (
+            n.op == "call_module"
+            and len(previous.users) == 1
+            and n.args == (previous,)
+            and not n.kwargs
+            and _is_channelwise(segment.get_submodule(str(n.target)))
+        ):
+            break
+        head_nodes.append(n)
+        previous = n
+    if not head_nodes:
+        return None, segment
+    head_graph = fx.Graph()
+    env = {placeholders[0]: head_graph.placeholder("h")}
+    for n in head_nodes:
+        env[n] = head_graph.node_copy(n, lambda x: env[x])
+    head_graph.output(env[head_nodes[-1]])
+    rest_graph = fx.Graph()
+    env2 = {head_nodes[-1]: rest_graph.placeholder("h")}
+    for n in nodes[1 + len(head_nodes) :]:
+        env2[n] = rest_graph.node_copy(n, lambda x: env2[x])
+    try:
+        head = fx.GraphModule(segment, head_graph)
+        rest = fx.GraphModule(segment, rest_graph)
+    except Exception:  # noqa: BLE001
+        return None, segment
+    for n in head_nodes:
+        module = head.get_submodule(str(n.target))
+        if isinstance(module, tuple(_ADAPTIVE_DIMS)):
+            # The graph module has its own containers: the model is unchanged.
+            parent_name, _, leaf = str(n.target).rpartition(".")
+            parent = head.get_submodule(parent_name) if parent_name else head
+            setattr(parent, leaf, _SkipSameSizePool(module))
+    return head, rest
+
+
+_ADAPTIVE_DIMS = {
+    nn.AdaptiveAvgPool1d: 1,
+    nn.AdaptiveAvgPool2d: 2,
+    nn.AdaptiveAvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1,
+    nn.AdaptiveMaxPool2d: 2,
+    nn.AdaptiveMaxPool3d: 3,
+}
+
+
+class _SkipSameSizePool(nn.Module):
+    """Adaptive pooling that returns its input when the output size equals the
+    input size: each window is then one element, so pooling is exactly the
+    identity, but its kernel still costs a pass over the activations (the
+    shipped digits classifier pools 4x4 to 4x4)."""
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        self.pool = pool
+        self.n_dims = _ADAPTIVE_DIMS[type(pool)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.pool.output_size
+        if not isinstance(size, (tuple, list)):
+            size = (size,) * self.n_dims
+        spatial = tuple(x.shape[x.dim() - self.n_dims :])
+        target = tuple(d if s is None else s for s, d in zip(size, spatial))
+        if x.dim() > self.n_dims + 1 and spatial == target:
+            return x
+        return self.pool(x)

@@ -55,6 +55,8 @@ class NeuronShapleyResult(InterpretationResult):
         top_k_settled (bool): whether the bandit separated the top k.
         exact (bool): whether values come from full enumeration.
         prefix_cache (bool): whether the torch.fx prefix cache was used.
+        segment_cache (bool): whether the model was split at every player
+            layer, each segment computed once per distinct upstream mask.
     """
 
     _tensor_fields = (
@@ -76,6 +78,7 @@ class NeuronShapleyResult(InterpretationResult):
         "top_k_settled",
         "exact",
         "prefix_cache",
+        "segment_cache",
         "metric",
         "removal",
     )
@@ -314,7 +317,12 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
     When ``forward_func`` is an ``nn.Module`` that ``torch.fx`` can trace, the
     network up to the first player layer runs once and only the rest runs per
     coalition (prefix caching); otherwise full forward passes with hooks are
-    used.
+    used. When the model is a simple chain through the player layers (no
+    connection skips a player layer), it is split at every player layer and
+    the part after layer :math:`l` runs once per distinct combination of the
+    masks of layers up to :math:`l` among the coalitions of a pass (segment
+    caching): consecutive coalitions of a permutation walk differ by one
+    player, so they share most upstream segments. The values are the same.
     """
 
     def __init__(
@@ -337,7 +345,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             prefix_cache (bool, optional): run the network up to the first
                 player layer once per evaluation batch (``torch.fx`` split),
                 falling back to full forward passes when the model cannot be
-                traced. Default: True
+                traced; when the model is a chain through the player layers,
+                also share the segments between player layers among
+                coalitions with the same upstream masks. Default: True
         """
         layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
         if not layers or not all(isinstance(m, nn.Module) for m in layers):
@@ -353,6 +363,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         self._layers = layers
         self._layer_is_list = isinstance(layer, (list, tuple))
         self.prefix_cache = bool(prefix_cache)
+        # Split at every player layer and share segments between coalitions
+        # with the same upstream masks; False keeps the first-layer prefix
+        # cache only (the benchmark compares both).
+        self._segment_cache = True
         self.last_result: Optional[NeuronShapleyResult] = None
         # Called after every round with (estimates, evaluations, permutations);
         # the benchmark records convergence curves with it.
@@ -632,7 +646,17 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 or auto_coalitions_per_batch(
                     max(b[0][0].shape[0] for b in batches), device
                 ),
+                segment_cache=self._segment_cache,
             )
+            if (
+                coalitions_per_batch is None
+                and game.uses_segment_cache
+                and len(self._layers) > 1
+            ):
+                # Only with several player layers do coalitions share segments.
+                game.coalitions_per_batch = auto_coalitions_per_batch(
+                    max(b[0][0].shape[0] for b in batches), device, segment_cache=True
+                )
             n_players = game.n_players
             if top_k is not None and top_k >= n_players:
                 raise ValueError(
@@ -650,6 +674,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 value_empty=value_empty,
                 top_k=top_k,
                 prefix_cache=game.uses_prefix_cache,
+                segment_cache=game.uses_segment_cache,
                 metric=metric if isinstance(metric, str) else "callable",
                 removal=removal,
             )
