@@ -160,12 +160,22 @@ def _write_json(path: str, payload: dict) -> None:
         json.dump(payload, fh, indent=2, default=float)
 
 
-def _save_fig(fig, path: str) -> str:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+def _write_outputs(result, out_dir: str, name: str, payload: dict) -> dict:
+    """Write ``name.png`` (the result's plot), ``name.pt`` (the result, when
+    it can save itself) and ``name.json`` (``payload`` + the PNG path)."""
     import matplotlib.pyplot as plt
 
+    os.makedirs(out_dir, exist_ok=True)
+    fig = result.plot()
+    fig = fig[0] if isinstance(fig, tuple) else fig
+    png = os.path.join(out_dir, f"{name}.png")
+    fig.savefig(png, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return path
+    if hasattr(result, "save"):
+        result.save(os.path.join(out_dir, f"{name}.pt"))
+    payload = {**payload, "png": png}
+    _write_json(os.path.join(out_dir, f"{name}.json"), payload)
+    return payload
 
 
 # --------------------------------------------------------------------------
@@ -202,19 +212,12 @@ def cmd_shapley(args) -> dict:
         **kwargs,
     )
     values = values if isinstance(values, tuple) else (values,)
-    os.makedirs(args.out, exist_ok=True)
-    result = ns.last_result
-    fig = result.plot()
-    fig = fig[0] if isinstance(fig, tuple) else fig
-    png = _save_fig(fig, os.path.join(args.out, "shapley.png"))
     payload = {
         "layers": args.layer,
         "metric": args.metric,
         "values": [v.detach().cpu().flatten().tolist() for v in values],
-        "png": png,
     }
-    _write_json(os.path.join(args.out, "shapley.json"), payload)
-    return payload
+    return _write_outputs(ns.last_result, args.out, "shapley", payload)
 
 
 def cmd_inverse_set(args) -> dict:
@@ -248,21 +251,14 @@ def cmd_inverse_set(args) -> dict:
         show_progress=not args.quiet,
         **kwargs,
     )
-    os.makedirs(args.out, exist_ok=True)
-    fig = result.plot()
-    fig = fig[0] if isinstance(fig, tuple) else fig
-    png = _save_fig(fig, os.path.join(args.out, "inverse_set.png"))
-    result.save(os.path.join(args.out, "inverse_set.pt"))
     payload = {
         "layer": args.layer,
         "neuron": args.neuron,
         "activation_range": [low, high],
         "n_samples": int(result.inputs.shape[0]),
         "feasible_fraction": float(result.feasible.float().mean()),
-        "png": png,
     }
-    _write_json(os.path.join(args.out, "inverse_set.json"), payload)
-    return payload
+    return _write_outputs(result, args.out, "inverse_set", payload)
 
 
 def cmd_egbas(args) -> dict:
@@ -280,20 +276,13 @@ def cmd_egbas(args) -> dict:
     result = egbas.sample(
         z0, n_samples=args.n_samples, seed=args.seed, show_progress=not args.quiet
     )
-    os.makedirs(args.out, exist_ok=True)
-    fig = result.plot()
-    fig = fig[0] if isinstance(fig, tuple) else fig
-    png = _save_fig(fig, os.path.join(args.out, "egbas.png"))
-    result.save(os.path.join(args.out, "egbas.pt"))
     payload = {
         "layer": args.layer,
         "n_samples": int(result.latents.shape[0]),
         "mask_size": int(result.mask.sum()),
         "in_region_fraction": float(result.in_region.float().mean()),
-        "png": png,
     }
-    _write_json(os.path.join(args.out, "egbas.json"), payload)
-    return payload
+    return _write_outputs(result, args.out, "egbas", payload)
 
 
 def cmd_demo(args) -> dict:
