@@ -169,18 +169,26 @@ def train_vae(
     return enc.eval(), dec.eval()
 
 
-def flush_subnormals(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Set subnormal floats (|x| < finfo.tiny, e.g. weights that weight decay
-    drove towards 0) to exactly 0.
+# Weights below this magnitude are set to 0 in the shipped files.
+FLUSH_BELOW = 1e-12
 
-    CPUs compute with subnormal operands many times slower; the outputs
-    change by less than 1e-30.
+
+def flush_subnormals(
+    state: Dict[str, torch.Tensor], threshold: float = FLUSH_BELOW
+) -> Dict[str, torch.Tensor]:
+    """Set the floats that weight decay drove towards 0 (|x| < ``threshold``)
+    to exactly 0.
+
+    Subnormal weights (|x| < 1.2e-38), and tiny normal ones whose products
+    with activations are subnormal, make CPUs compute many times slower (the
+    shipped classifier's ``fc1`` had 8318 weights below 1e-30 and ran 3.5x
+    slower than with the same number of random weights). With activations
+    of order 1 to 100, the outputs change by less than 1e-9.
     """
     out = {}
     for key, value in state.items():
         if value.is_floating_point():
-            tiny = torch.finfo(value.dtype).tiny
-            value = torch.where(value.abs() < tiny, torch.zeros_like(value), value)
+            value = torch.where(value.abs() < threshold, torch.zeros_like(value), value)
         out[key] = value
     return out
 

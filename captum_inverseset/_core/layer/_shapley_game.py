@@ -28,6 +28,7 @@ from ..._utils.captum_compat import (
     format_additional_forward_args,
 )
 from ..._utils.hooks import capture_layer, replace_layer_output
+from ._shapley_additive import AdditiveStage, split_linear_front
 from ._shapley_suffix import (
     split_at_layer,
     split_chain,
@@ -35,6 +36,16 @@ from ._shapley_suffix import (
     verify_chain,
     verify_split,
 )
+
+# Evaluation batches of at least this many examples use the depth-first
+# incremental path (see NeuronGame._setup_additive).
+TREE_MIN_EXAMPLES = 256
+
+
+def _tree_min_examples() -> int:
+    # Read at call time, so that tests can lower it.
+    return TREE_MIN_EXAMPLES
+
 
 MetricType = Union[str, Callable[[torch.Tensor, Any], torch.Tensor]]
 BUILTIN_METRICS = ("accuracy", "loss", "class_accuracy")
@@ -90,6 +101,8 @@ class NeuronGame:
         coalitions_per_batch: int,
         cache_bytes: int = 2**30,
         segment_cache: bool = True,
+        additive: bool = True,
+        additive_bytes: int = 2**28,
     ) -> None:
         self.forward_func = forward_func
         self.layers = list(layers)
@@ -100,6 +113,15 @@ class NeuronGame:
         self.coalitions_per_batch = coalitions_per_batch
         self.cache_bytes = cache_bytes
         self.n_forward_passes = 0
+        self.additive_bytes = additive_bytes
+        self._want_additive = additive
+        self._use_tree: List[bool] = []
+        # Per segment (call order): AdditiveStage or None; see _setup_additive.
+        self._additive: List[Optional[AdditiveStage]] = []
+        self._contrib_cache: dict = {}
+        # (batch, level) -> (upstream mask key, mask, linear front output) of
+        # the last row evaluated: the next chunk of a walk starts from it.
+        self._ref_cache: dict = {}
         self._measure_layers()
         self.split = None
         self.chain: Optional[List[nn.Module]] = None
@@ -186,6 +208,8 @@ class NeuronGame:
                 self.chain = chain
                 self._setup_segments(stages)
                 self._cache_prefix(lambda *x: (chain[0](*x),))
+                if self._want_additive:
+                    self._setup_additive()
                 return
         split = split_at_layer(self.forward_func, self.layers[first], self.layers)
         if split is None or not verify_split(
@@ -216,6 +240,77 @@ class NeuronGame:
                 if not bool(fill.any()):
                     fill = 0.0
             self._stages.append((head, rest, fill))
+
+    def _setup_additive(self) -> None:
+        """Find the segments whose linear front can be evaluated additively
+        (:mod:`._shapley_additive`), then check on the first batch that the
+        additive path reproduces the direct one."""
+        inputs = self.batches[0][0]
+        with torch.no_grad():
+            h = self._prefix(*inputs)[0][:1]
+            stages: List[Optional[AdditiveStage]] = []
+            block = max(b[0][0].shape[0] for b in self.batches)
+            for head, rest, fill in self._stages:
+                if head is not None:
+                    h = head(h)
+                stage = None
+                front = split_linear_front(rest)
+                if front is not None:
+                    try:
+                        stage = AdditiveStage(front, fill, tuple(h.shape[1:]))
+                    except Exception:  # noqa: BLE001 - an unexpected layout
+                        stage = None
+                    if (
+                        stage is not None
+                        and stage.bytes_per_example * block > self.additive_bytes
+                    ):
+                        stage = None
+                stages.append(stage)
+                h = rest(h)
+        if not any(s is not None for s in stages):
+            return
+        # The depth-first path pays a Python cost per row of the tree: it wins
+        # on a CPU when each row carries many examples (measured on the digits
+        # classifier: 5.3x against 3.8x over the sequential baseline with 360
+        # examples, 2.6x against 5.2x with 32; crossover between 100 and 360).
+        # An accelerator wants the large batches of the breadth-first path.
+        self._use_tree = [
+            inputs_[0].device.type == "cpu"
+            and inputs_[0].shape[0] >= _tree_min_examples()
+            for inputs_, _, _ in self.batches
+        ]
+        if not any(self._use_tree):
+            return
+        self._additive = stages
+        # Check: a few coalitions of a random walk, both paths.
+        gen = torch.Generator().manual_seed(0)
+        rank_of = torch.randperm(self.n_players, generator=gen)
+        positions = torch.linspace(0, self.n_players, 7).round().long()
+        masks = (rank_of.unsqueeze(0) >= positions.unsqueeze(1)).float()
+        b = self._use_tree.index(True)
+        with torch.no_grad():
+            plan = self._segment_plan(masks)
+            fast = self._forward_segments(b, plan, masks)
+            self._additive = []
+            direct = self._forward_segments(b, plan, masks)
+        self.n_forward_passes -= 2
+        self._contrib_cache = {}
+        self._ref_cache = {}
+        scale = float(direct.abs().max()) if direct.numel() else 0.0
+        if fast.shape == direct.shape and torch.allclose(
+            fast, direct, rtol=1e-4, atol=1e-5 * max(1.0, scale)
+        ):
+            self._additive = stages
+
+    def start_walk(self) -> None:
+        """Forget the rows of the previous walk: each walk's values then
+        depend on that walk only (resumed and distributed runs evaluate the
+        same walks to the same bits)."""
+        self._ref_cache = {}
+
+    @property
+    def uses_incremental(self) -> bool:
+        return any(s is not None for s in self._additive) and any(self._use_tree)
 
     def _cache_prefix(self, prefix: Callable) -> None:
         self._prefix = prefix
@@ -360,9 +455,13 @@ class NeuronGame:
             previous = inverse
         return plan
 
-    def _forward_segments(self, batch_index: int, plan: List[tuple]) -> torch.Tensor:
+    def _forward_segments(
+        self, batch_index: int, plan: List[tuple], masks: torch.Tensor
+    ) -> torch.Tensor:
         """Outputs of the distinct coalitions of ``plan`` (blocks of examples)."""
         assert self.chain is not None
+        if self._additive and self._use_tree[batch_index]:
+            return self._forward_tree(batch_index, plan, masks)
         inputs = self.batches[batch_index][0]
         h = self._cuts[batch_index][0] if self._cuts else self._prefix(*inputs)[0]
         block = h.shape[0]
@@ -384,6 +483,157 @@ class NeuronGame:
         self.n_forward_passes += 1
         return h
 
+    def _forward_tree(
+        self, batch_index: int, plan: List[tuple], masks: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_forward_segments`, depth first with incremental fronts.
+
+        The distinct rows of the plan form a tree (a row of level ``k``
+        extends one row of level ``k - 1``). Each node is visited once, its
+        children one after the other: the activations in flight are those of
+        one path of the tree (they stay in the processor's cache), and each
+        child's linear front is its previous sibling's plus the
+        contributions of the few channels in which their masks differ (see
+        :mod:`._shapley_additive`).
+        """
+        assert self.chain is not None
+        inputs = self.batches[batch_index][0]
+        h = self._cuts[batch_index][0] if self._cuts else self._prefix(*inputs)[0]
+        levels = []
+        for k, (parent, keep) in enumerate((p[1], p[2]) for p in plan):
+            children: List[List[int]] = [[] for _ in range(int(parent.max()) + 1)]
+            sizes = keep.sum(1).tolist() if keep is not None else None
+            order = range(parent.shape[0])
+            if sizes is not None:
+                # Most kept first: along a walk, each row then removes a
+                # few more channels than the previous one.
+                order = sorted(order, key=lambda u: -sizes[u])  # noqa: B023
+            for u, pa in zip(order, parent[list(order)].tolist()):
+                children[pa].append(u)
+            # The upstream masks of each parent row identify its input.
+            if k == 0:
+                keys: List[bytes] = [b""]
+            else:
+                up = masks[plan[k - 1][3]][:, self._upstream_cols[k - 1]]
+                keys = [bytes(row) for row in up.to(torch.uint8).numpy()]
+            levels.append((children, keep, keys))
+        n_last = plan[-1][1].shape[0]
+        outputs: List[Optional[torch.Tensor]] = [None] * n_last
+        self._visit(batch_index, levels, 0, 0, h, outputs)
+        self.n_forward_passes += 1
+        return torch.cat(outputs)  # type: ignore[arg-type]
+
+    def _visit(
+        self,
+        batch_index: int,
+        levels: List[tuple],
+        level: int,
+        row: int,
+        h: torch.Tensor,
+        outputs: List[Optional[torch.Tensor]],
+    ) -> None:
+        """Run segment ``level`` for the children of ``row`` (``h``: the raw
+        output of player layer ``level`` under ``row``'s masks)."""
+        head, rest, fill = self._stages[level]
+        stage = self._additive[level]
+        children, keep, keys = levels[level]
+        last = level == len(levels) - 1
+        if head is not None:
+            h = head(h)
+        kids = children[row]
+        if keep is None or stage is None:
+            for u in kids:
+                z = rest(h if keep is None else group_mask(h, keep[u : u + 1], fill))
+                if last:
+                    outputs[u] = z
+                else:
+                    self._visit(batch_index, levels, level + 1, u, z, outputs)
+            return
+        keep_dev = keep.to(device=h.device, dtype=h.dtype)
+        fixed = level == 0 and bool(self._cuts)
+        # Candidate starting points (mask, linear output): for the first
+        # player layer, whose input never changes, its all-kept and
+        # all-removed outputs (computed directly once per evaluation batch);
+        # the last row of the previous chunk with the same input; the
+        # previous sibling. Each row starts from the nearest, the fixed ones
+        # first on ties, so a player whose contribution is exactly 0 (a dead
+        # neuron) gets bit-identical values with and without it.
+        fixed_refs: List[tuple] = []
+        deltas: dict = {}
+        # Channels whose contribution is exactly 0 (dead neurons) do not
+        # count as differences: rows that differ only there share bits.
+        live: Optional[torch.Tensor] = None
+        if fixed:
+            deltas, fixed_refs, live = self._fixed_level_cache(
+                batch_index, stage, h, keep_dev.shape[1], fill
+            )
+        budget = max(1, stage.n_channels // (2 if fixed else 4))
+        previous: List[tuple] = []
+        cached = self._ref_cache.get((batch_index, level))
+        if cached is not None and cached[0] == keys[row]:
+            previous = [(cached[1], cached[2])]
+        for u in kids:
+            m = keep_dev[u]
+            changed, ref, ref_mask = None, None, None
+            for cand_mask, cand in fixed_refs + previous:
+                differs = m != cand_mask
+                if live is not None:
+                    differs &= live
+                diff = torch.nonzero(differs).flatten().tolist()
+                if changed is None or len(diff) < len(changed):
+                    changed, ref, ref_mask = diff, cand, cand_mask
+            if changed is not None and len(changed) <= budget:
+                lin = ref.clone()
+                signs = (m[changed] - ref_mask[changed]).tolist() if changed else []
+                for c, sign in zip(changed, signs):
+                    d = deltas.get(c)
+                    if d is None:
+                        d = stage.channel_delta(h, c)
+                        deltas[c] = d
+                    lin.add_(d, alpha=sign)
+            else:
+                lin = stage.direct(group_mask(h, m.unsqueeze(0), fill))
+            previous = [(m, lin)]
+            z = stage.front.tail(lin)
+            if last:
+                outputs[u] = z
+            else:
+                self._visit(batch_index, levels, level + 1, u, z, outputs)
+        if previous:
+            self._ref_cache[(batch_index, level)] = (keys[row], *previous[0])
+
+    def _fixed_level_cache(
+        self,
+        batch_index: int,
+        stage: AdditiveStage,
+        h: torch.Tensor,
+        n_channels: int,
+        fill: Union[float, torch.Tensor],
+    ) -> Tuple[dict, List[tuple], Optional[torch.Tensor]]:
+        """Channel contributions, all-kept and all-removed outputs of the
+        first player layer's linear front for one batch, and which channels
+        contribute at all (``None``: unknown). Kept when they fit the cache
+        budget; otherwise the contributions are computed as needed."""
+        entry = self._contrib_cache.get(batch_index)
+        if entry is not None:
+            return entry
+        ones = torch.ones(n_channels, device=h.device, dtype=h.dtype)
+        zeros = torch.zeros_like(ones)
+        refs = [
+            (ones, stage.direct(h)),
+            (zeros, stage.direct(group_mask(h, zeros.unsqueeze(0), fill))),
+        ]
+        total = stage.bytes_per_example * sum(b[0][0].shape[0] for b in self.batches)
+        if total > self.cache_bytes:
+            return {}, refs, None
+        deltas = {c: stage.channel_delta(h, c) for c in range(n_channels)}
+        live = torch.tensor(
+            [bool(deltas[c].any()) for c in range(n_channels)], device=h.device
+        )
+        entry = (deltas, refs, live)
+        self._contrib_cache[batch_index] = entry
+        return entry
+
     @torch.no_grad()
     def evaluate(self, masks: torch.Tensor) -> torch.Tensor:
         """``V`` of each coalition (rows of ``masks``), float64 on the CPU."""
@@ -399,7 +649,7 @@ class NeuronGame:
                 n_unique = plan[-1][3].shape[0]
             for b in range(len(self.batches)):
                 if self.chain is not None:
-                    out = self._forward_segments(b, plan)
+                    out = self._forward_segments(b, plan, chunk)
                     n, d = self._metric_parts(out, self.batches[b][1], n_unique)
                     n, d = n[inverse], d[inverse]
                 else:

@@ -284,10 +284,14 @@ def split_channelwise_head(
     for n in head_nodes:
         module = head.get_submodule(str(n.target))
         if isinstance(module, tuple(_ADAPTIVE_DIMS)):
+            replacement: Optional[nn.Module] = _SkipSameSizePool(module)
+        else:
+            replacement = _TiledMaxPool2d.wrap(module)
+        if replacement is not None:
             # The graph module has its own containers: the model is unchanged.
             parent_name, _, leaf = str(n.target).rpartition(".")
             parent = head.get_submodule(parent_name) if parent_name else head
-            setattr(parent, leaf, _SkipSameSizePool(module))
+            setattr(parent, leaf, replacement)
     return head, rest
 
 
@@ -321,3 +325,53 @@ class _SkipSameSizePool(nn.Module):
         if x.dim() > self.n_dims + 1 and spatial == target:
             return x
         return self.pool(x)
+
+
+class _TiledMaxPool2d(nn.Module):
+    """2-D max pooling over non-overlapping windows as the elementwise maximum
+    of the strided views, one per window offset: the same values as
+    ``nn.MaxPool2d`` (a maximum is exact), without the index bookkeeping of
+    PyTorch's CPU kernel, which computes the argmax even when nobody asks for
+    it (measured: 0.59 ms against 4.3 ms on 360x32x8x8 with 2x2 windows)."""
+
+    def __init__(self, pool: nn.MaxPool2d, kernel: Tuple[int, int]) -> None:
+        super().__init__()
+        self.pool = pool
+        self.kernel = kernel
+
+    @classmethod
+    def wrap(cls, module: nn.Module) -> Optional["_TiledMaxPool2d"]:
+        if type(module) is not nn.MaxPool2d:
+            return None
+
+        def pair(v):
+            return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+        kernel = pair(module.kernel_size)
+        stride = pair(module.stride if module.stride is not None else kernel)
+        if (
+            kernel != stride
+            or pair(module.padding) != (0, 0)
+            or pair(module.dilation) != (1, 1)
+            or module.ceil_mode
+            or module.return_indices
+            or kernel[0] * kernel[1] > 16
+        ):
+            return None
+        return cls(module, kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3:
+            return self.pool(x)
+        kh, kw = self.kernel
+        oh, ow = x.shape[-2] // kh, x.shape[-1] // kw
+        if oh == 0 or ow == 0:
+            return self.pool(x)
+        x = x[..., : oh * kh, : ow * kw]
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                view = x[..., i::kh, j::kw]
+                out = view if out is None else torch.maximum(out, view)
+        assert out is not None
+        return out.contiguous()

@@ -57,6 +57,10 @@ class NeuronShapleyResult(InterpretationResult):
         prefix_cache (bool): whether the torch.fx prefix cache was used.
         segment_cache (bool): whether the model was split at every player
             layer, each segment computed once per distinct upstream mask.
+        incremental (bool): whether the layer after each player layer was
+            updated by one channel's contribution per removed player (CPU,
+            evaluation batches of at least 256 examples; equal to the direct
+            evaluation up to float rounding).
     """
 
     _tensor_fields = (
@@ -79,6 +83,7 @@ class NeuronShapleyResult(InterpretationResult):
         "exact",
         "prefix_cache",
         "segment_cache",
+        "incremental",
         "metric",
         "removal",
     )
@@ -367,6 +372,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         # with the same upstream masks; False keeps the first-layer prefix
         # cache only (the benchmark compares both).
         self._segment_cache = True
+        # Additive evaluation of the linear layer after each player layer
+        # (segment cache only); off reproduces the direct segment path.
+        self._additive = True
         self.last_result: Optional[NeuronShapleyResult] = None
         # Called after every round with (estimates, evaluations, permutations);
         # the benchmark records convergence curves with it.
@@ -647,6 +655,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     max(b[0][0].shape[0] for b in batches), device
                 ),
                 segment_cache=self._segment_cache,
+                # Enumeration is the ground truth: every coalition directly,
+                # so dummy and symmetric players come out exact to the bit.
+                additive=self._additive and not exact,
             )
             if (
                 coalitions_per_batch is None
@@ -675,6 +686,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 top_k=top_k,
                 prefix_cache=game.uses_prefix_cache,
                 segment_cache=game.uses_segment_cache,
+                incremental=game.uses_incremental,
                 metric=metric if isinstance(metric, str) else "callable",
                 removal=removal,
             )
@@ -769,6 +781,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 masks = ((chunk.unsqueeze(1) >> bits) & 1).float()
                 values[start : start + step] = game.evaluate(masks)
                 bar.update(chunk.numel())
+
         sizes = ((codes.unsqueeze(1) >> bits) & 1).sum(1)
         weights = shapley_weights(p)
         phi = torch.empty(p, dtype=torch.float64)
@@ -807,6 +820,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         active_pos = torch.nonzero(active[perm]).flatten() + 1  # positions 1..P
         if active_pos.numel() == 0:
             return
+        game.start_walk()
         needed = torch.unique(torch.cat([active_pos - 1, active_pos]))
         needed = needed[(needed > 0) & (needed < p)]
         known = {0: value_full, p: value_empty}
@@ -814,6 +828,13 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         rank_of[perm] = torch.arange(p)
         truncated_at: Optional[int] = None
         chunk = game.coalitions_per_batch
+        if tolerance is not None:
+            # Truncation can only skip what has not been evaluated yet: walk
+            # in eighths (at least 8 positions), not in one batch. Measured
+            # on the 80 conv channels of the digits classifier (tolerance 5%
+            # of the gap): 54 instead of 79 evaluations per permutation, and
+            # 18% less time.
+            chunk = min(chunk, max(8, -(-p // 8)))
         for start in range(0, needed.numel(), chunk):
             positions = needed[start : start + chunk]
             masks = (rank_of.unsqueeze(0) >= positions.unsqueeze(1)).float()

@@ -1,0 +1,153 @@
+"""Incremental linear fronts (``_shapley_additive``) and the depth-first path."""
+
+import pytest
+import torch
+from torch import nn
+
+from captum_inverseset import NeuronShapley
+from captum_inverseset._core.layer import _shapley_game
+from captum_inverseset._core.layer._shapley_additive import (
+    AdditiveStage,
+    split_linear_front,
+)
+from captum_inverseset._core.layer._shapley_game import group_mask
+from captum_inverseset._core.layer._shapley_suffix import (
+    _TiledMaxPool2d,
+    split_chain,
+    split_channelwise_head,
+)
+from captum_inverseset._utils.hooks import count_hooks
+
+from ._shapley_models import make_mlp
+
+
+@pytest.fixture
+def tree_always(monkeypatch):
+    """Use the depth-first incremental path even for tiny batches."""
+    monkeypatch.setattr(_shapley_game, "TREE_MIN_EXAMPLES", 1)
+
+
+def _front(model, layers, index):
+    segments = split_chain(model, layers)
+    head, rest = split_channelwise_head(segments[index + 1])
+    return head, split_linear_front(rest)
+
+
+@pytest.mark.parametrize("removal_fill", [0.0, "tensor"])
+def test_channel_deltas_add_up_to_the_direct_output(removal_fill):
+    from captum_inverseset.zoo import digits_classifier
+
+    torch.manual_seed(0)
+    model = digits_classifier().eval()
+    layers = [model.conv1, model.conv2, model.conv3]
+    for index, expected in [(0, nn.Conv2d), (1, nn.Conv2d), (2, nn.Linear)]:
+        head, front = _front(model, layers, index)
+        assert front is not None and isinstance(front.module, expected)
+        c = layers[index].out_channels
+        h = torch.randn(6, c, 8 if index == 0 else (8 if index == 1 else 4),
+                        8 if index == 0 else (8 if index == 1 else 4))  # fmt: skip
+        if head is not None:
+            h = head(h)
+        fill = removal_fill if removal_fill == 0.0 else torch.randn(h.shape[1:])
+        stage = AdditiveStage(front, fill, tuple(h.shape[1:]))
+        keep = (torch.rand(c) > 0.4).float()
+        with torch.no_grad():
+            direct = stage.direct(group_mask(h, keep.unsqueeze(0), fill))
+            full = stage.direct(h)
+            incremental = full.clone()
+            for ch in torch.nonzero(keep == 0).flatten().tolist():
+                incremental -= stage.channel_delta(h, ch)
+        assert stage.out_shape == tuple(direct.shape[1:])
+        torch.testing.assert_close(incremental, direct, atol=1e-5, rtol=1e-5)
+        # and the tail finishes the segment as the original module chain did
+        with torch.no_grad():
+            seg_out = front.tail(direct)
+        assert seg_out.shape[0] == 6
+
+
+def test_linear_front_split_rules():
+    # flatten -> linear -> relu: a linear front with a tail
+    seq = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(12, 4), nn.ReLU())
+    segments = split_chain(seq, [seq[0]])
+    front = split_linear_front(segments[1])
+    assert front is not None and front.flatten and front.module is seq[2]
+    x = torch.randn(2, 3, 2, 2)
+    with torch.no_grad():
+        assert torch.equal(front.tail(front.module(x.flatten(1))), segments[1](x))
+    # a grouped convolution reads several channels per group: no front
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=2))
+    assert split_linear_front(split_chain(seq, [seq[0]])[1]) is None
+    # a module that is not linear first: no front
+    seq = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Linear(3, 2))
+    assert split_linear_front(split_chain(seq, [seq[0]])[1]) is None
+
+
+@pytest.mark.parametrize("shape,kernel", [((2, 3, 8, 8), 2), ((2, 3, 7, 9), 2),
+                                          ((1, 2, 9, 10), 3)])  # fmt: skip
+def test_tiled_max_pool_equals_max_pool(shape, kernel):
+    pool = nn.MaxPool2d(kernel)
+    tiled = _TiledMaxPool2d.wrap(pool)
+    assert tiled is not None
+    x = torch.randn(shape)
+    assert torch.equal(tiled(x), pool(x))
+    # overlapping windows or padding are left to PyTorch
+    assert _TiledMaxPool2d.wrap(nn.MaxPool2d(3, stride=2)) is None
+    assert _TiledMaxPool2d.wrap(nn.MaxPool2d(2, padding=1)) is None
+
+
+@pytest.mark.parametrize("removal", ["mean", "zero"])
+def test_depth_first_incremental_path_equals_direct_segments(tree_always, removal):
+    from captum_inverseset.zoo import digits_classifier, load_digits_dataset
+
+    model = digits_classifier()
+    data = load_digits_dataset()
+    x, y = data.test_inputs[:40], data.test_labels[:40]
+    layers = [model.conv1, model.conv2, model.conv3]
+    out = []
+    for incremental in (True, False):
+        ns = NeuronShapley(model, layers)
+        ns._additive = incremental
+        out.append(ns.attribute(x, target=y, metric="loss", removal=removal,
+                                n_permutations=3, coalitions_per_batch=7,
+                                return_stats=True))  # fmt: skip
+    (a, sa), (b, sb) = out
+    assert sa.incremental and not sb.incremental
+    assert sa.segment_cache and sb.segment_cache
+    for ta, tb in zip(a, b):
+        torch.testing.assert_close(ta, tb, atol=1e-5, rtol=0)
+    assert sa.n_evaluations == sb.n_evaluations
+    # untruncated walks telescope exactly, whatever the evaluation path
+    assert abs(sa.values.sum().item() - (sa.value_full - sa.value_empty)) < 1e-9
+    assert count_hooks(model) == 0
+
+
+def test_incremental_path_is_off_for_small_batches_and_exact():
+    from captum_inverseset.zoo import digits_classifier, load_digits_dataset
+
+    model = digits_classifier()
+    data = load_digits_dataset()
+    x, y = data.test_inputs[:300], data.test_labels[:300]
+    ns = NeuronShapley(model, model.conv3)
+    _, st = ns.attribute(x, target=y, n_permutations=1, return_stats=True)
+    assert st.incremental  # 300 examples per batch, on the CPU
+    _, st = ns.attribute(x[:40], target=y[:40], n_permutations=1, return_stats=True)
+    assert not st.incremental
+    _, st = ns.attribute(x, target=y, n_permutations=1, batch_size=100,
+                         return_stats=True)  # fmt: skip
+    assert not st.incremental
+
+
+def test_dead_neuron_gets_exactly_zero_on_the_incremental_path(tree_always):
+    model = make_mlp(hidden=5)
+    with torch.no_grad():
+        model.fc1.weight[4] = 0.0
+        model.fc1.bias[4] = -1.0  # relu output always 0
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 3, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    ns = NeuronShapley(model, model.relu)
+    values, st = ns.attribute(x, target=y, metric="loss", removal="zero",
+                              n_permutations=12, return_stats=True)  # fmt: skip
+    assert st.incremental
+    assert values[4].item() == 0.0
+    assert values[:4].abs().min() > 1e-4
