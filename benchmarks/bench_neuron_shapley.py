@@ -169,6 +169,7 @@ def main() -> None:
         kw = dict(target=y, removal="zero", n_permutations=n_perm, seed=0)
         rates = dict.fromkeys(["sequential", *names], 0.0)
         diff = 0.0
+        used = False
         for _ in range(repeats):
             (seq_values, seq_evals), t = timed(
                 lambda: sequential_weight_rewrite(model, layers, x, y, n_perm, 0)
@@ -185,10 +186,14 @@ def main() -> None:
                 assert st.prefix_cache == cache and st.segment_cache == segments
                 rates[name] = max(rates[name], st.n_evaluations / t)
                 diff = max(diff, (st.values - seq_values).abs().max().item())
+                used = used or bool(st.incremental)
         out = {f"{k}_evals_per_s": v for k, v in rates.items()}
         for k in names:
             out[f"{k}_speedup"] = rates[k] / rates["sequential"]
         out["max_abs_diff_vs_sequential"] = diff
+        # False below 256 examples per batch: the default is then the plain
+        # segment path, and the last column repeats it.
+        out["incremental_path_ran"] = used
         return out
 
     default_threads = torch.get_num_threads()
