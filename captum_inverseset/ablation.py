@@ -66,12 +66,9 @@ class AblationCurveResult(InterpretationResult):
         Returns:
             (fig, ax): the matplotlib figure and axis.
         """
-        import matplotlib.pyplot as plt
+        from .visualization import figure_axis
 
-        if plt_fig_axis is None:
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-        else:
-            fig, ax = plt_fig_axis
+        fig, ax = figure_axis(plt_fig_axis, (5, 3.5))
         ks = self.ks.numpy()
         for name, values in zip(self.names, self.curves):
             ax.plot(ks, values.numpy(), marker="o", label=name)

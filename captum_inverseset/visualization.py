@@ -23,6 +23,16 @@ def to_hwc(image: torch.Tensor) -> np.ndarray:
     return arr.numpy()
 
 
+def figure_axis(plt_fig_axis: Optional[tuple], fig_size: Tuple[float, float]):
+    """The ``(fig, ax)`` a plot method draws into: the caller's, or a new one
+    of size ``fig_size``."""
+    if plt_fig_axis is not None:
+        return plt_fig_axis
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=fig_size)
+
+
 def visualize_image_grid(
     images: torch.Tensor,
     titles: Optional[Sequence[str]] = None,
@@ -51,8 +61,6 @@ def visualize_image_grid(
     Returns:
         ``(fig, ax)``
     """
-    import matplotlib.pyplot as plt
-
     if images.dim() == 3:
         images = images.unsqueeze(1)
     if images.dim() != 4:
@@ -74,10 +82,7 @@ def visualize_image_grid(
         grid[
             r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w
         ] = arr[i]
-    if plt_fig_axis is None:
-        fig, ax = plt.subplots(figsize=fig_size)
-    else:
-        fig, ax = plt_fig_axis
+    fig, ax = figure_axis(plt_fig_axis, fig_size)
     shown = grid[..., 0] if c == 1 else np.clip(grid, 0, 1)
     ax.imshow(shown, cmap=cmap if c == 1 else None, vmin=vmin, vmax=vmax)
     if titles is not None:

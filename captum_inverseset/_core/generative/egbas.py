@@ -239,7 +239,7 @@ class EGBASResult(InterpretationResult):
         )
 
     def _plot_tree(self, title, plt_fig_axis, fig_size):
-        import matplotlib.pyplot as plt
+        from ...visualization import figure_axis
 
         points = torch.cat(
             [self.query.flatten().unsqueeze(0), self.latents.flatten(1)], dim=0
@@ -251,10 +251,7 @@ class EGBASResult(InterpretationResult):
         else:
             xy = torch.cat([centred[:, :1], torch.zeros_like(centred[:, :1])], 1)
         xy = xy.numpy()
-        if plt_fig_axis is None:
-            fig, ax = plt.subplots(figsize=fig_size)
-        else:
-            fig, ax = plt_fig_axis
+        fig, ax = figure_axis(plt_fig_axis, fig_size)
         for child, parent in enumerate(self.tree.tolist()):
             a, b = xy[parent + 1], xy[child + 1]
             ax.plot([a[0], b[0]], [a[1], b[1]], color="0.7", lw=0.6, zorder=1)

@@ -127,12 +127,9 @@ class NeuronShapleyResult(InterpretationResult):
         Returns:
             (fig, ax): the matplotlib figure and axis.
         """
-        import matplotlib.pyplot as plt
+        from ...visualization import figure_axis
 
-        if plt_fig_axis is None:
-            fig, ax = plt.subplots(figsize=(8, 3.5))
-        else:
-            fig, ax = plt_fig_axis
+        fig, ax = figure_axis(plt_fig_axis, (8, 3.5))
         order = torch.argsort(self.values, descending=True)
         if top is not None:
             order = order[:top]

@@ -338,9 +338,7 @@ class InverseSetResult(InterpretationResult):
         Returns:
             ``(fig, ax)``
         """
-        import matplotlib.pyplot as plt
-
-        from ...visualization import visualize_image_grid
+        from ...visualization import figure_axis, visualize_image_grid
 
         n = (
             self.n_samples
@@ -372,10 +370,7 @@ class InverseSetResult(InterpretationResult):
                 plt_fig_axis=plt_fig_axis,
                 fig_size=fig_size,
             )
-        if plt_fig_axis is None:
-            fig, ax = plt.subplots(figsize=fig_size)
-        else:
-            fig, ax = plt_fig_axis
+        fig, ax = figure_axis(plt_fig_axis, fig_size)
         e = self.encodings[:n].detach().cpu().float()
         ys = e[:, 1] if e.shape[1] > 1 else self.activations[:n].cpu()
         ok = self.feasible[:n].cpu()
