@@ -42,11 +42,6 @@ from ._shapley_suffix import (
 TREE_MIN_EXAMPLES = 256
 
 
-def _tree_min_examples() -> int:
-    # Read at call time, so that tests can lower it.
-    return TREE_MIN_EXAMPLES
-
-
 MetricType = Union[str, Callable[[torch.Tensor, Any], torch.Tensor]]
 BUILTIN_METRICS = ("accuracy", "loss", "class_accuracy")
 
@@ -275,8 +270,7 @@ class NeuronGame:
         # examples, 2.6x against 5.2x with 32; crossover between 100 and 360).
         # An accelerator wants the large batches of the breadth-first path.
         self._use_tree = [
-            inputs_[0].device.type == "cpu"
-            and inputs_[0].shape[0] >= _tree_min_examples()
+            inputs_[0].device.type == "cpu" and inputs_[0].shape[0] >= TREE_MIN_EXAMPLES
             for inputs_, _, _ in self.batches
         ]
         if not any(self._use_tree):
@@ -565,7 +559,7 @@ class NeuronGame:
         live: Optional[torch.Tensor] = None
         if fixed:
             deltas, fixed_refs, live = self._fixed_level_cache(
-                batch_index, stage, h, keep_dev.shape[1], fill
+                batch_index, stage, h, fill
             )
         budget = max(1, stage.n_channels // (2 if fixed else 4))
         previous: List[tuple] = []
@@ -607,7 +601,6 @@ class NeuronGame:
         batch_index: int,
         stage: AdditiveStage,
         h: torch.Tensor,
-        n_channels: int,
         fill: Union[float, torch.Tensor],
     ) -> Tuple[dict, List[tuple], Optional[torch.Tensor]]:
         """Channel contributions, all-kept and all-removed outputs of the
@@ -617,6 +610,7 @@ class NeuronGame:
         entry = self._contrib_cache.get(batch_index)
         if entry is not None:
             return entry
+        n_channels = stage.n_channels
         ones = torch.ones(n_channels, device=h.device, dtype=h.dtype)
         zeros = torch.zeros_like(ones)
         refs = [
