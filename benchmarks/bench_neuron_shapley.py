@@ -16,15 +16,20 @@ On the shipped digits classifier (players: conv channels), in one process:
 2. **vs Captum**: ``captum.attr.ShapleyValueSampling`` on a wrapper whose
    input is the neuron mask (one forward pass per coalition), at the same
    number of permutations: wall time and RMSE against a long reference run.
-3. **bandit**: coalition evaluations until the top-10 recall against the
-   reference reaches 90%, for plain truncated Monte Carlo (doubling budgets)
-   and for the ``top_k=10`` bandit.
+3. **bandit**: coalition evaluations until the top-10 recall against a
+   3000-permutation reference reaches 90% and stays there, and the mean
+   recall at equal evaluation budgets, for plain truncated Monte Carlo and
+   for the ``top_k=10`` bandit (delta 0.05 and 0.2), over three seeds, on
+   ``conv3`` (32 players) and on all conv channels (80 players).
 4. **scaling**: time per permutation for 16, 64 and 256 players (hidden units
    of a wider MLP on the digits).
 
 Prints one JSON line at the end. ``--quick`` is a smoke version (< 60 s).
+``--device cuda`` runs every section on a GPU (the one-thread rows are then
+skipped and a row on all 1797 digits is added); ``--sections`` picks some of
+``throughput,captum,bandit,scaling``.
 
-    python benchmarks/bench_neuron_shapley.py [--quick]
+    python benchmarks/bench_neuron_shapley.py [--quick] [--device cuda]
 """
 
 import argparse
@@ -133,15 +138,36 @@ def top_recall(values, reference, k=10):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument(
+        "--sections",
+        default="throughput,captum,bandit,scaling",
+        help="comma-separated subset of throughput,captum,bandit,scaling",
+    )
+    parser.add_argument(
+        "--permutations",
+        type=int,
+        default=None,
+        help="permutations per throughput run (default 8, quick 2)",
+    )
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    unknown = sections - {"throughput", "captum", "bandit", "scaling"}
+    if unknown:
+        parser.error(f"--sections: unknown {sorted(unknown)}")
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     quick = args.quick
-    model = digits_classifier().eval()
+    dev = torch.device(args.device)
+    on_gpu = dev.type != "cpu"
+    model = digits_classifier().to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     data = load_digits_dataset()
-    figures = {"quick": quick, "threads": torch.get_num_threads()}
+    data = data._replace(**{k: v.to(dev) for k, v in data._asdict().items()})
+    figures = {"quick": quick, "threads": torch.get_num_threads(), "device": str(dev)}
+    if on_gpu:
+        figures["gpu"] = torch.cuda.get_device_name(dev)
 
     # 1. throughput: all conv channels (80 players), zero removal. The machine
     # is shared, so each method is timed `repeats` times, interleaved, and the
@@ -150,7 +176,7 @@ def main() -> None:
     convs = [model.conv1, model.conv2, model.conv3]
     # Several permutations, so that the one-off setup (tracing, the prefix,
     # V(all) and V(none)) is amortised as in a real run; it is included.
-    n_perm = 2 if quick else 8
+    n_perm = args.permutations or (2 if quick else 8)
     repeats = 1 if quick else 2
     names = [
         "batched_hooks",
@@ -168,6 +194,7 @@ def main() -> None:
     def throughput(layers, x, y):
         kw = dict(target=y, removal="zero", n_permutations=n_perm, seed=0)
         rates = dict.fromkeys(["sequential", *names], 0.0)
+        passes = {}
         diff = 0.0
         used = False
         for _ in range(repeats):
@@ -185,12 +212,15 @@ def main() -> None:
                 st = ns.last_result
                 assert st.prefix_cache == cache and st.segment_cache == segments
                 rates[name] = max(rates[name], st.n_evaluations / t)
+                passes[name] = st.n_forward_passes
                 diff = max(diff, (st.values - seq_values).abs().max().item())
                 used = used or bool(st.incremental)
         out = {f"{k}_evals_per_s": v for k, v in rates.items()}
         for k in names:
             out[f"{k}_speedup"] = rates[k] / rates["sequential"]
         out["max_abs_diff_vs_sequential"] = diff
+        # forward passes per run (the sequential baseline: one per evaluation)
+        out["forward_passes"] = passes
         # False below 256 examples per batch: the default is then the plain
         # segment path, and the last column repeats it.
         out["incremental_path_ran"] = used
@@ -198,6 +228,8 @@ def main() -> None:
 
     default_threads = torch.get_num_threads()
     thread_counts = [default_threads] + ([1] if default_threads > 1 else [])
+    if on_gpu or "throughput" not in sections:
+        thread_counts = thread_counts[:1] if "throughput" in sections else []
     for threads in thread_counts:
         torch.set_num_threads(threads)
         suffix = "" if threads == default_threads else "_1_thread"
@@ -217,6 +249,14 @@ def main() -> None:
             players=80, eval_examples=32, threads=threads,
             permutations=n_perm, **throughput(convs, x, y),
         )  # fmt: skip
+    if on_gpu and "throughput" in sections:
+        # every digit (1797 examples): a batch size that keeps a GPU busy
+        x = torch.cat([data.train_inputs, data.test_inputs])
+        y = torch.cat([data.train_labels, data.test_labels])
+        figures["throughput_all_conv_all_digits"] = dict(
+            players=80, eval_examples=x.shape[0], permutations=n_perm,
+            **throughput(convs, x, y),
+        )  # fmt: skip
     torch.set_num_threads(default_threads)
 
     # 2. vs Captum ShapleyValueSampling on conv3 (32 players), mean removal,
@@ -225,129 +265,157 @@ def main() -> None:
     xs, ys = data.test_inputs[:n_small], data.test_labels[:n_small]
     ns = NeuronShapley(model, model.conv3)
     n_ref = 40 if quick else 400
-    reference, ref_time = timed(
-        lambda: ns.attribute(
-            xs, target=ys, metric="loss", n_permutations=n_ref, seed=1000
+    ref_time = None
+    if "captum" in sections:
+        reference, ref_time = timed(
+            lambda: ns.attribute(
+                xs, target=ys, metric="loss", n_permutations=n_ref, seed=1000
+            )
         )
-    )
-    n_cmp = 5 if quick else 25
-    ours, ours_time = timed(
-        lambda: ns.attribute(xs, target=ys, metric="loss", n_permutations=n_cmp)
-    )
-    gap = ns.last_result.value_full - ns.last_result.value_empty
-    with torch.no_grad():
-        fill = model.relu3(model.conv3(model.pool(model.relu2(model.conv2(
-            model.relu1(model.conv1(xs))))))).mean(0)  # fmt: skip
-    game = MaskGame(model, model.conv3, xs, ys, fill)
-    svs = ShapleyValueSampling(game)
-    torch.manual_seed(0)
-    captum_values, captum_time = timed(
-        lambda: svs.attribute(
-            torch.ones(1, 32), baselines=torch.zeros(1, 32), n_samples=n_cmp
-        )[0]
-    )
-    figures["vs_captum_svs"] = dict(
-        players=32,
-        eval_examples=n_small,
-        metric="loss",
-        permutations=n_cmp,
-        reference_permutations=n_ref,
-        ours_seconds=ours_time,
-        captum_seconds=captum_time,
-        speedup=captum_time / ours_time,
-        ours_rmse=rmse(ours, reference),
-        captum_rmse=rmse(captum_values, reference),
-    )
+        n_cmp = 5 if quick else 25
+        ours, ours_time = timed(
+            lambda: ns.attribute(xs, target=ys, metric="loss", n_permutations=n_cmp)
+        )
+        with torch.no_grad():
+            fill = model.relu3(model.conv3(model.pool(model.relu2(model.conv2(
+                model.relu1(model.conv1(xs))))))).mean(0)  # fmt: skip
+        game = MaskGame(model, model.conv3, xs, ys, fill)
+        svs = ShapleyValueSampling(game)
+        torch.manual_seed(0)
+        captum_values, captum_time = timed(
+            lambda: svs.attribute(
+                torch.ones(1, 32, device=dev),
+                baselines=torch.zeros(1, 32, device=dev),
+                n_samples=n_cmp,
+            )[0]
+        )
+        figures["vs_captum_svs"] = dict(
+            players=32,
+            eval_examples=n_small,
+            metric="loss",
+            permutations=n_cmp,
+            reference_permutations=n_ref,
+            ours_seconds=ours_time,
+            captum_seconds=captum_time,
+            speedup=captum_time / ours_time,
+            ours_rmse=rmse(ours, reference),
+            captum_rmse=rmse(captum_values, reference),
+        )
 
     # 3. bandit vs plain truncated MC: evaluations until the top-10 recall
-    # against the reference reaches 90% and stays there
-    cap = 40 if quick else 240
+    # against a long reference reaches 90% and stays there, over several
+    # seeds, and the mean recall of each method at equal evaluation budgets.
+    if "bandit" in sections:
+        cap = 40 if quick else 600
+        seeds = (0,) if quick else (0, 1, 2)
+        n_long = 60 if quick else 3000
+        budgets = (1000, 2000, 4000, 8000, 16000, 32000)
 
-    def evals_to_recall(layers, ref, tolerance, **extra):
-        curve = []
-        ns_run = NeuronShapley(model, layers)
-        ns_run._round_callback = lambda est, evals, perms: curve.append(
-            (perms, evals, top_recall(est, ref))
-        )
-        _, st = ns_run.attribute(
-            xs, target=ys, metric="loss", n_permutations=cap, seed=0,
-            truncation_tolerance=tolerance, return_stats=True, **extra,
-        )  # fmt: skip
-        needed = None
-        for i, (_, evals, _recall) in enumerate(curve):
-            if all(r >= 0.9 for _, _, r in curve[i:]):
-                needed = evals
-                break
-        return needed, curve, st
+        def curve_of(layers, ref, tolerance, seed, **extra):
+            curve = []
+            ns_run = NeuronShapley(model, layers)
+            ns_run._round_callback = lambda est, evals, perms: curve.append(
+                (perms, evals, top_recall(est, ref))
+            )
+            _, st = ns_run.attribute(
+                xs, target=ys, metric="loss", n_permutations=cap, seed=seed,
+                truncation_tolerance=tolerance, return_stats=True, **extra,
+            )  # fmt: skip
+            needed = None
+            for i, (_, evals, _recall) in enumerate(curve):
+                if all(r >= 0.9 for _, _, r in curve[i:]):
+                    needed = evals
+                    break
+            return needed, curve, st
 
-    def bandit_figures(layers, ref, n_players, gap):
-        # Truncation at 5% of V(N) - V(empty); bandit tolerance 0.5% of it.
-        tolerance = 0.05 * abs(gap)
-        plain_needed, plain_curve, _ = evals_to_recall(layers, ref, tolerance)
-        bandit_needed, bandit_curve, bandit = evals_to_recall(
-            layers, ref, tolerance, top_k=10, bandit_tolerance=0.005 * abs(gap)
-        )
-        # delta = 0.2, the confidence level of the paper's released code
-        loose_needed, _, _ = evals_to_recall(
-            layers, ref, tolerance, top_k=10, bandit_tolerance=0.005 * abs(gap),
-            bandit_delta=0.2,
-        )  # fmt: skip
-        ranked = torch.sort(ref, descending=True).values
-        return dict(
-            reference_values_ranks_8_to_13=[round(v, 4) for v in ranked[7:13].tolist()],
-            bandit_delta_0_2_evals_to_recall90=loose_needed,
-            bandit_delta_0_2_over_plain=(
-                loose_needed / plain_needed if plain_needed and loose_needed else None
-            ),
-            players=n_players,
-            metric="loss",
-            truncation_tolerance=tolerance,
-            bandit_tolerance=0.005 * abs(gap),
-            permutation_cap=cap,
-            plain_tmc_evals_to_recall90=plain_needed,
-            plain_tmc_total_evals=plain_curve[-1][1],
-            bandit_evals_to_recall90=bandit_needed,
-            bandit_total_evals=bandit.n_evaluations,
-            bandit_permutations=bandit.n_permutations,
-            bandit_settled=bandit.top_k_settled,
-            bandit_final_recall=bandit_curve[-1][2],
-            plain_final_recall=plain_curve[-1][2],
-            bandit_over_plain=(
-                bandit_needed / plain_needed if plain_needed and bandit_needed else None
-            ),
-        )
+        def recall_at(curve, budget):
+            seen = [r for _, evals, r in curve if evals <= budget]
+            return seen[-1] if seen else 0.0
 
-    figures["bandit_top10"] = bandit_figures(model.conv3, reference, 32, gap)
-    # The same on every conv channel (80 players), as the issue asks; the
-    # reference is a separate long run over those players.
-    all_convs = [model.conv1, model.conv2, model.conv3]
-    ns_all = NeuronShapley(model, all_convs)
-    reference_all = torch.cat(
-        ns_all.attribute(
-            xs, target=ys, metric="loss", n_permutations=n_ref // 2, seed=1000
-        )
-    )
-    gap_all = ns_all.last_result.value_full - ns_all.last_result.value_empty
-    figures["bandit_top10_all_conv"] = bandit_figures(
-        all_convs, reference_all, 80, gap_all
-    )
+        def bandit_figures(layers, n_players):
+            # the reference: a long untruncated run with another seed
+            ns_ref = NeuronShapley(model, layers)
+            _, ref_st = ns_ref.attribute(
+                xs, target=ys, metric="loss", n_permutations=n_long, seed=1000,
+                return_stats=True,
+            )  # fmt: skip
+            ref = ref_st.values
+            gap = ref_st.value_full - ref_st.value_empty
+            tolerance = 0.05 * abs(gap)  # truncation at 5% of V(N) - V(empty)
+            methods = {
+                "plain_tmc": {},
+                "bandit": dict(top_k=10),
+                # the confidence level of the paper's released code
+                "bandit_delta_0_2": dict(top_k=10, bandit_delta=0.2),
+            }
+            out = dict(
+                players=n_players,
+                metric="loss",
+                eval_examples=n_small,
+                reference_permutations=n_long,
+                truncation_tolerance=tolerance,
+                permutation_cap=cap,
+                seeds=list(seeds),
+            )
+            order = torch.argsort(ref, descending=True)
+            out["reference_values_ranks_8_to_13"] = [
+                round(v, 4) for v in ref[order[7:13]].tolist()
+            ]
+            out["reference_se_ranks_8_to_13"] = [
+                round(v, 4) for v in ref_st.standard_errors[order[7:13]].tolist()
+            ]
+            for name, extra in methods.items():
+                needed, totals, curves = [], [], []
+                for seed in seeds:
+                    n_needed, curve, st = curve_of(
+                        layers, ref, tolerance, seed, **extra
+                    )
+                    needed.append(n_needed)
+                    totals.append(st.n_evaluations)
+                    curves.append(curve)
+                out[name] = dict(
+                    evals_to_recall90=needed,
+                    total_evals=totals,
+                    final_recall=[c[-1][2] for c in curves],
+                    mean_recall_at_budget={
+                        str(b): sum(recall_at(c, b) for c in curves) / len(curves)
+                        for b in budgets
+                    },
+                )
+            plain = out["plain_tmc"]["evals_to_recall90"]
+            for name in ("bandit", "bandit_delta_0_2"):
+                got = out[name]["evals_to_recall90"]
+                both = [(g, q) for g, q in zip(got, plain) if g and q]
+                # ratio of the means over the seeds where both got there
+                out[f"{name}_over_plain"] = (
+                    sum(g for g, _ in both) / sum(q for _, q in both) if both else None
+                )
+            return out
+
+        figures["bandit_top10"] = bandit_figures(model.conv3, 32)
+        # The same on every conv channel (80 players), as the issue asks.
+        all_convs = [model.conv1, model.conv2, model.conv3]
+        figures["bandit_top10_all_conv"] = bandit_figures(all_convs, 80)
 
     # 4. scaling with the number of players (hidden units of a wider MLP)
-    scaling = {}
-    flat = data.test_inputs[:n_small].flatten(1)
-    for width in (16, 64, 256):
-        torch.manual_seed(width)
-        mlp = nn.Sequential(
-            nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 64), nn.ReLU(),
-            nn.Linear(64, 10),
-        ).eval()  # fmt: skip
-        ns_w = NeuronShapley(mlp, mlp[1])
-        _, t = timed(lambda ns_w=ns_w: ns_w.attribute(flat, n_permutations=2, seed=0))
-        scaling[str(width)] = dict(
-            seconds_per_permutation=t / 2,
-            evals_per_s=ns_w.last_result.n_evaluations / t,
-        )
-    figures["scaling_players"] = scaling
+    if "scaling" in sections:
+        scaling = {}
+        flat = data.test_inputs[:n_small].flatten(1)
+        for width in (16, 64, 256):
+            torch.manual_seed(width)
+            mlp = nn.Sequential(
+                nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 64), nn.ReLU(),
+                nn.Linear(64, 10),
+            ).to(dev).eval()  # fmt: skip
+            ns_w = NeuronShapley(mlp, mlp[1])
+            _, t = timed(
+                lambda ns_w=ns_w: ns_w.attribute(flat, n_permutations=2, seed=0)
+            )
+            scaling[str(width)] = dict(
+                seconds_per_permutation=t / 2,
+                evals_per_s=ns_w.last_result.n_evaluations / t,
+            )
+        figures["scaling_players"] = scaling
     figures["reference_seconds"] = ref_time
     print(json.dumps(figures))
 

@@ -50,11 +50,18 @@ class BoxParameterization(nn.Module):
     def code_shape(self):
         return self.shape
 
+    def _bounds(self, like: torch.Tensor):
+        # The codes decide the device: a parameterization built on the CPU
+        # works with a model (and codes) on a GPU without being moved.
+        return self.low.to(like.device), self.high.to(like.device)
+
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.low + (self.high - self.low) * torch.sigmoid(codes)
+        low, high = self._bounds(codes)
+        return low + (high - low) * torch.sigmoid(codes)
 
     def inverse(self, inputs: torch.Tensor, margin: float = 1e-4) -> torch.Tensor:
-        unit = (inputs - self.low) / (self.high - self.low)
+        low, high = self._bounds(inputs)
+        unit = (inputs - low) / (high - low)
         unit = unit.clamp(margin, 1 - margin)
         return torch.logit(unit)
 

@@ -57,13 +57,17 @@ class FFTImageParameterization(nn.Module):
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         c, h, w = self.shape
+        # Buffers follow the codes, so a parameterization built on the CPU
+        # also serves a model on a GPU.
+        scale = self.scale.to(codes.device)
         spectrum = torch.view_as_complex(
-            (codes * self.scale[None, None, ..., None]).contiguous()
+            (codes * scale[None, None, ..., None]).contiguous()
         )
         image = torch.fft.irfftn(spectrum, s=(h, w), norm="ortho")
         image = image[:, :c, :h, :w] / _SPECTRUM_DIVISOR
         if self.decorrelate:
-            image = torch.einsum("nchw,cd->ndhw", image, self.color_matrix)
+            matrix = self.color_matrix.to(image.device)
+            image = torch.einsum("nchw,cd->ndhw", image, matrix)
         return torch.sigmoid(image)
 
     def random_codes(
@@ -97,7 +101,8 @@ class PixelImageParameterization(nn.Module):
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         image = codes
         if self.decorrelate:
-            image = torch.einsum("nchw,cd->ndhw", image, self.color_matrix)
+            matrix = self.color_matrix.to(image.device)
+            image = torch.einsum("nchw,cd->ndhw", image, matrix)
         return torch.sigmoid(image)
 
     def random_codes(

@@ -71,10 +71,13 @@ def _assert_same_state(before: dict, after: dict, what: str) -> None:
     )
 
 
-def _prepare(case: Case):
+def _prepare(case: Case, device: Optional[torch.device] = None):
     torch.manual_seed(0)
     model = case.make_model()
     extras = case.make_extras()
+    if device is not None:
+        model = model.to(device)
+        extras = {k: m.to(device) for k, m in extras.items()}
     models = [model, *extras.values()]
     # Unusual starting state: train mode and one frozen parameter, so a method
     # that forces eval()/requires_grad and forgets to restore is caught.
@@ -107,15 +110,22 @@ def _flatten(result: Any) -> List[torch.Tensor]:
     return []
 
 
-def check_success(case: Case) -> None:
-    """Hooks, parameters, buffers, flags unchanged; same result twice."""
-    model, models, method = _prepare(case)
+def check_success(case: Case, device: Optional[torch.device] = None) -> None:
+    """Hooks, parameters, buffers, flags unchanged; same result twice.
+
+    With ``device``, the models are moved there first and every tensor of the
+    result must be on that device or on the CPU (statistics).
+    """
+    model, models, method = _prepare(case, device)
     before = _snapshot(models)
     first = case.call(method, model, 0)
     _assert_same_state(before, _snapshot(models), "after a successful call")
     second = case.call(method, model, 0)
     a, b = _flatten(first), _flatten(second)
     assert a, "the call returned no tensors to compare"
+    if device is not None:
+        stray = {t.device.type for t in a} - {torch.device(device).type, "cpu"}
+        assert not stray, f"result tensors on unexpected devices: {stray}"
     assert len(a) == len(b), "results of two seeded calls differ in structure"
     for ta, tb in zip(a, b):
         assert ta.shape == tb.shape and torch.allclose(
@@ -123,11 +133,11 @@ def check_success(case: Case) -> None:
         ), "two calls with the same seed gave different results"
 
 
-def check_bad_selector(case: Case) -> None:
+def check_bad_selector(case: Case, device: Optional[torch.device] = None) -> None:
     """An out-of-range neuron selector raises and leaves nothing behind."""
     if case.call_bad_selector is None:
         return
-    model, models, method = _prepare(case)
+    model, models, method = _prepare(case, device)
     before = _snapshot(models)
     raised = False
     try:
@@ -142,9 +152,9 @@ class _LayerError(RuntimeError):
     pass
 
 
-def check_layer_error(case: Case) -> None:
+def check_layer_error(case: Case, device: Optional[torch.device] = None) -> None:
     """A layer that raises mid-forward leaves no hooks or state changes."""
-    model, models, method = _prepare(case)
+    model, models, method = _prepare(case, device)
     layer = get_module_from_name(model, case.layer) if case.layer else model
     before = _snapshot(models)
 

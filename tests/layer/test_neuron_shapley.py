@@ -365,3 +365,73 @@ def test_show_progress_does_not_change_values(capsys):
     assert "NeuronShapley" in capsys.readouterr().err
     b = ns.attribute(x, target=y, n_permutations=4)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_round_of_walks_in_shared_passes_equals_one_coalition_per_pass():
+    """Without truncation a round's walks share passes; with one coalition
+    per pass (the sequential scheme) the values and counts are the same."""
+    model = make_mlp(hidden=6, seed=3)
+    x, y = _data(n=25, seed=5)
+    kw = dict(
+        target=y,
+        metric="loss",
+        n_permutations=12,
+        permutations_per_round=12,
+        seed=2,
+        return_stats=True,
+    )
+    ns = NeuronShapley(model, model.relu)
+    _, one = ns.attribute(x, coalitions_per_batch=1, **kw)
+    _, many = ns.attribute(x, coalitions_per_batch=64, **kw)
+    # one round; 64 rows hold its 12 walks of 5 needed coalitions: one pass
+    passes = many.n_forward_passes - 1  # minus the pass for V(all), V(none)
+    assert passes == 1, passes
+    # (with one coalition per pass, V(all) and V(none) take two passes)
+    assert one.n_forward_passes - 2 == one.n_evaluations == many.n_evaluations
+    torch.testing.assert_close(many.values, one.values, atol=1e-6, rtol=0)
+    assert torch.equal(many.counts, one.counts)
+
+
+def test_activation_bytes_per_example_counts_leaf_outputs_and_removes_hooks():
+    from captum_inverseset._core.layer._shapley_game import (
+        activation_bytes_per_example,
+        auto_coalitions_per_batch,
+    )
+
+    model = make_mlp(hidden=5)  # fc1 (5) -> relu (5) -> fc2 (3) floats
+    x = torch.randn(7, 3)
+    assert activation_bytes_per_example(model, (x,), None) == (5 + 5 + 3) * 4
+    assert count_hooks(model) == 0
+    assert activation_bytes_per_example(lambda t: model(t), (x,), None) is None
+
+    def boom(module, args):
+        raise RuntimeError("inside the layer")
+
+    handle = model.fc2.register_forward_pre_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="inside the layer"):
+            activation_bytes_per_example(model, (x,), None)
+    finally:
+        handle.remove()
+    assert count_hooks(model) == 0
+    # CPU: a fixed number of examples per pass, capped at 128 coalitions
+    assert auto_coalitions_per_batch(100) == 10
+    assert auto_coalitions_per_batch(100, segment_cache=True) == 81
+    assert auto_coalitions_per_batch(1, bytes_per_example=4) == 128
+
+
+def test_bernstein_radius_is_maurer_pontil():
+    """sqrt(2 var log(2/delta) / n) + 7 R log(2/delta) / (3 (n - 1))."""
+    import math
+
+    from captum_inverseset._core.layer.neuron_shapley import _bernstein_radius
+
+    var = torch.tensor([0.04, 0.04, 0.0], dtype=torch.float64)
+    n = torch.tensor([10.0, 1.0, 4.0], dtype=torch.float64)
+    r = torch.tensor([1.0, 1.0, 0.5], dtype=torch.float64)
+    got = _bernstein_radius(var, n, r, delta=0.1)
+    log_term = math.log(20.0)
+    expected0 = math.sqrt(2 * 0.04 * log_term / 10) + 7 * log_term / 27
+    assert got[0].item() == pytest.approx(expected0, rel=1e-12)
+    assert math.isinf(got[1].item())  # one sample: no bound yet
+    assert got[2].item() == pytest.approx(7 * 0.5 * log_term / 9, rel=1e-12)

@@ -666,15 +666,60 @@ def auto_coalitions_per_batch(
     n_examples_per_batch: int,
     device: Optional[torch.device] = None,
     segment_cache: bool = False,
+    bytes_per_example: Optional[int] = None,
 ) -> int:
-    """Coalitions per forward pass: about 1024 examples per pass on a CPU
-    (larger passes fall out of cache and get slower per example) and 8192 on
-    an accelerator (which needs large batches to be busy). With the segment
-    cache, larger chunks of a walk share more upstream segments, so the CPU
-    target is 8192 too (most segments then run on far fewer rows)."""
-    on_cpu = device is None or torch.device(device).type == "cpu"
-    target = 1024 if on_cpu and not segment_cache else 8192
-    return max(1, min(128, target // max(1, n_examples_per_batch)))
+    """Coalitions per forward pass.
+
+    On a CPU: about 1024 examples per pass (larger passes fall out of cache
+    and get slower per example), or 8192 with the segment cache (larger
+    chunks of a walk share more upstream segments, and most segments then run
+    on far fewer rows); at most 128 coalitions.
+
+    On a CUDA device, when ``bytes_per_example`` (the activations of one
+    example's forward pass, :func:`activation_bytes_per_example`) is known:
+    as many coalitions as fill a quarter of the free device memory, at most
+    512 (a small model is otherwise bound by the cost of launching kernels,
+    not by arithmetic). Otherwise 8192 examples per pass.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    n = max(1, n_examples_per_batch)
+    if dev.type == "cpu":
+        target = 8192 if segment_cache else 1024
+        return max(1, min(128, target // n))
+    if dev.type == "cuda" and bytes_per_example and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(dev)
+        return max(1, min(512, int(free // 4 // (bytes_per_example * n))))
+    return max(1, min(128, 8192 // n))
+
+
+def activation_bytes_per_example(
+    forward_func: Callable, inputs: Tuple[torch.Tensor, ...], extra: Any
+) -> Optional[int]:
+    """Bytes of every leaf module's output per example, measured on one
+    batch (an upper bound on the activations a forward pass holds at once);
+    None when ``forward_func`` is not a module. The hooks are removed before
+    returning, also on errors."""
+    if not isinstance(forward_func, nn.Module):
+        return None
+    total = 0
+
+    def count(module: nn.Module, args: Any, out: Any) -> None:
+        nonlocal total
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if torch.is_tensor(t):
+                total += t.numel() * t.element_size()
+
+    handles = []
+    try:
+        for m in forward_func.modules():
+            if next(m.children(), None) is None:
+                handles.append(m.register_forward_hook(count))
+        with torch.no_grad():
+            _call(forward_func, inputs, extra)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(1, -(-total // max(1, inputs[0].shape[0])))
 
 
 def shapley_weights(n_players: int) -> torch.Tensor:

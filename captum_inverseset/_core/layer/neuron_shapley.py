@@ -22,6 +22,7 @@ from ._shapley_game import (
     Batch,
     MetricType,
     NeuronGame,
+    activation_bytes_per_example,
     auto_coalitions_per_batch,
     shapley_weights,
 )
@@ -162,10 +163,15 @@ def _bernstein_radius(
     value_range: torch.Tensor,
     delta: float,
 ) -> torch.Tensor:
-    r"""Empirical Bernstein radius (Maurer & Pontil 2009; as in the paper)."""
-    n = counts.clamp(min=1)
-    log_term = math.log(3.0 / delta)
-    radius = torch.sqrt(2 * variance * log_term / n) + 3 * value_range * log_term / n
+    r"""Empirical Bernstein radius of Maurer & Pontil (2009, Theorem 4), the
+    bound of the paper's code:
+    :math:`\sqrt{2 \hat\sigma^2 \log(2/\delta) / n}
+    + 7 R \log(2/\delta) / (3 (n - 1))`; infinite below two samples."""
+    n = counts.clamp(min=2)
+    log_term = math.log(2.0 / delta)
+    radius = torch.sqrt(2 * variance * log_term / n) + 7 * value_range * log_term / (
+        3 * (n - 1)
+    )
     return torch.where(counts > 1, radius, torch.full_like(radius, math.inf))
 
 
@@ -534,8 +540,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             batch_size (int, optional): evaluation examples per forward
                 pass for tensor inputs; None uses all. Default: None
             coalitions_per_batch (int, optional): coalitions evaluated in
-                one forward pass; None picks about 8192 examples per pass.
-                Default: None
+                one forward pass; None picks 1024 to 8192 examples per pass on
+                a CPU, and on a CUDA device as many as fill a quarter of its
+                free memory (at most 512 coalitions). Without truncation, the
+                walks of a round share these passes. Default: None
             permutations_per_round (int, optional): permutations between two
                 bandit decisions (and all-reduces when distributed).
                 Default: 8
@@ -556,7 +564,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             ``return_stats=True``.
 
             - **attributions**: one value per unit of ``layer`` (shape
-              ``(C,)``), a tuple of such tensors when ``layer`` is a list.
+              ``(C,)``), a tuple of such tensors when ``layer`` is a list;
+              float32, on the model's device.
             - **stats** (*NeuronShapleyResult*): returned when
               ``return_stats=True``; also stored in ``self.last_result``.
 
@@ -639,6 +648,14 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 b[1] is None for b in batches
             ):
                 batches = self._label_with_predictions(batches)
+            largest = max(b[0][0].shape[0] for b in batches)
+            nbytes = None
+            if coalitions_per_batch is None and device.type == "cuda":
+                # Accelerators: batches sized by the free memory.
+                first = max(batches, key=lambda b: b[0][0].shape[0])
+                nbytes = activation_bytes_per_example(
+                    self.forward_func, first[0], first[2]
+                )
             game = NeuronGame(
                 self.forward_func,
                 self._layers,
@@ -648,9 +665,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 removal,
                 self.prefix_cache,
                 coalitions_per_batch
-                or auto_coalitions_per_batch(
-                    max(b[0][0].shape[0] for b in batches), device
-                ),
+                or auto_coalitions_per_batch(largest, device, bytes_per_example=nbytes),
                 segment_cache=self._segment_cache,
                 # Enumeration is the ground truth: every coalition directly,
                 # so dummy and symmetric players come out exact to the bit.
@@ -663,7 +678,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             ):
                 # Only with several player layers do coalitions share segments.
                 game.coalitions_per_batch = auto_coalitions_per_batch(
-                    max(b[0][0].shape[0] for b in batches), device, segment_cache=True
+                    largest, device, segment_cache=True, bytes_per_example=nbytes
                 )
             n_players = game.n_players
             if top_k is not None and top_k >= n_players:
@@ -729,8 +744,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     common=common,
                 )
         self.last_result = result
+        # On the model's device, like Captum's attributions; the statistics in
+        # ``last_result`` stay float64 on the CPU.
         per_layer = [
-            v.reshape(game.layer_sizes[i]).float()
+            v.reshape(game.layer_sizes[i]).float().to(device)
             for i, v in enumerate(result.values_per_layer())
         ]
         attributions: Any = tuple(per_layer) if self._layer_is_list else per_layer[0]
@@ -859,6 +876,58 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         )
         stats.add(perm[active_pos - 1], marginals)
 
+    def _walk_many(
+        self,
+        game: NeuronGame,
+        perms: List[torch.Tensor],
+        active: torch.Tensor,
+        value_full: float,
+        value_empty: float,
+        stats: _Stats,
+    ) -> None:
+        """Several untruncated permutations, their coalitions evaluated
+        together (a round fills the large passes an accelerator needs)."""
+        p = game.n_players
+        plans, masks = [], []
+        for perm in perms:
+            active_pos = torch.nonzero(active[perm]).flatten() + 1
+            if active_pos.numel() == 0:
+                continue
+            needed = torch.unique(torch.cat([active_pos - 1, active_pos]))
+            needed = needed[(needed > 0) & (needed < p)]
+            rank_of = torch.empty(p, dtype=torch.long)
+            rank_of[perm] = torch.arange(p)
+            masks.append((rank_of.unsqueeze(0) >= needed.unsqueeze(1)).float())
+            plans.append((perm, active_pos, needed))
+        if not plans:
+            return
+        # Whole walks per call of evaluate, as many as fit in one pass: the
+        # coalitions of one walk share upstream segments, so a walk is not
+        # split between passes unless it is larger than one.
+        values: List[float] = []
+        group: List[torch.Tensor] = []
+        rows = 0
+        for m in masks + [None]:
+            if group and (m is None or rows + m.shape[0] > game.coalitions_per_batch):
+                game.start_walk()
+                values.extend(game.evaluate(torch.cat(group)).tolist())
+                group, rows = [], 0
+            if m is not None:
+                group.append(m)
+                rows += m.shape[0]
+        stats.n_evaluations += len(values)
+        offset = 0
+        for perm, active_pos, needed in plans:
+            known = {0: value_full, p: value_empty}
+            for pos in needed.tolist():
+                known[pos] = values[offset]
+                offset += 1
+            marginals = torch.tensor(
+                [known[i - 1] - known[i] for i in active_pos.tolist()],
+                dtype=torch.float64,
+            )
+            stats.add(perm[active_pos - 1], marginals)
+
     def _settled(
         self, stats: _Stats, top_k: int, delta: float, epsilon: float = 0.0
     ) -> torch.Tensor:
@@ -898,6 +967,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         value_full, value_empty = common["value_full"], common["value_empty"]
         settled = torch.zeros(p, dtype=torch.bool)
         last_saved = stats.n_permutations
+        # Without truncation nothing depends on the order of evaluation, so
+        # the walks of a round share forward passes. The depth-first CPU
+        # path instead reuses each row of a walk for the next one.
+        together = tolerance is None and not game.uses_incremental
         with progress(n_permutations, show_progress, "NeuronShapley") as bar:
             bar.update(stats.n_permutations)
             while stats.n_permutations < n_permutations:
@@ -909,21 +982,28 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 first = stats.n_permutations
                 last = min(first + per_round, n_permutations)
                 delta_stats = _Stats(p)
+                perms = []
                 for index in range(first, last):
                     if index % world != rank:
                         continue
                     gen = torch.Generator().manual_seed(_permutation_seed(seed, index))
-                    perm = torch.randperm(p, generator=gen)
-                    self._walk(
-                        game,
-                        perm,
-                        active,
-                        tolerance,
-                        value_full,
-                        value_empty,
-                        delta_stats,
-                    )
+                    perms.append(torch.randperm(p, generator=gen))
                     delta_stats.n_permutations += 1
+                if together:
+                    self._walk_many(
+                        game, perms, active, value_full, value_empty, delta_stats
+                    )
+                else:
+                    for perm in perms:
+                        self._walk(
+                            game,
+                            perm,
+                            active,
+                            tolerance,
+                            value_full,
+                            value_empty,
+                            delta_stats,
+                        )
                 if is_dist:
                     _all_reduce_round(delta_stats)
                 stats.sums += delta_stats.sums
