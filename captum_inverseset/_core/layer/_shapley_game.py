@@ -266,8 +266,8 @@ class NeuronGame:
             return
         # The depth-first path pays a Python cost per row of the tree: it wins
         # on a CPU when each row carries many examples (measured on the digits
-        # classifier: 5.3x against 3.8x over the sequential baseline with 360
-        # examples, 2.6x against 5.2x with 32; crossover between 100 and 360).
+        # classifier: 5.3x against 3.8x over the sequential baseline with 359
+        # examples, 2.6x against 5.2x with 32; crossover between 100 and 359).
         # An accelerator wants the large batches of the breadth-first path.
         self._use_tree = [
             inputs_[0].device.type == "cpu" and inputs_[0].shape[0] >= TREE_MIN_EXAMPLES
