@@ -72,3 +72,36 @@ def test_cpu_parameterization_serves_cuda_codes(make):
     out = param(codes.to(CUDA))
     assert out.device.type == "cuda"
     torch.testing.assert_close(out.cpu(), param(codes), atol=1e-5, rtol=1e-5)
+
+
+def test_neuron_shapley_distributed_on_nccl_equals_single_process():
+    """One NCCL rank on the GPU: the all-reduce path (statistics moved to
+    the GPU and back each round, the bandit on the reduced sums) gives the
+    single-process values."""
+    import socket
+
+    import torch.distributed as dist
+
+    if not dist.is_nccl_available():
+        pytest.skip("NCCL missing")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = load_digits_dataset()
+    x, y = data.test_inputs[:64].to(CUDA), data.test_labels[:64].to(CUDA)
+    model = digits_classifier().to(CUDA).eval()
+    kw = dict(target=y, metric="loss", n_permutations=12, seed=3, top_k=4,
+              truncation_tolerance=0.1, return_stats=True)  # fmt: skip
+    _, single = NeuronShapley(model, model.conv3).attribute(x, **kw)
+    dist.init_process_group(
+        "nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
+    )
+    try:
+        _, reduced = NeuronShapley(model, model.conv3).attribute(
+            x, distributed=True, **kw
+        )
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(reduced.values, single.values, atol=1e-9, rtol=0)
+    assert torch.equal(reduced.counts, single.counts)
+    assert reduced.n_evaluations == single.n_evaluations
