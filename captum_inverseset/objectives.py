@@ -33,6 +33,7 @@ from lucent.optvis.objectives import (
 from torch import Tensor, nn
 
 from ._utils.hooks import capture_layer
+from ._utils.validation import check_module
 
 __all__ = [
     "ActivationLookup",
@@ -121,8 +122,7 @@ def capture_activations(
         ...     model(x)
         ...     loss = channel("conv3", 0)(T)
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model)}")
+    check_module("model", model)
     available = module_names(model)
     if names is None:
         selected = available

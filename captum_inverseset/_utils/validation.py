@@ -28,6 +28,15 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def check_module(name: str, value: Any) -> nn.Module:
+    """Raise unless ``value`` is an ``nn.Module``; return it."""
+    if not isinstance(value, nn.Module):
+        raise ValueError(
+            f"{name} must be a torch.nn.Module, got {type(value).__name__}"
+        )
+    return value
+
+
 def check_submodule(parent: Any, layer: nn.Module, parent_name: str, name: str) -> None:
     """Raise if ``layer`` is not a submodule of ``parent`` (when it is a Module)."""
     if not isinstance(parent, nn.Module):

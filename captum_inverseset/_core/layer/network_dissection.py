@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..._utils.hooks import preserve_model_state
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult
-from ..._utils.validation import check_positive_int, model_device
+from ..._utils.validation import check_module, check_positive_int, model_device
 from ..neuron.neuron_profile import (
     DatasetLike,
     _iter_batches,
@@ -151,8 +151,7 @@ class NetworkDissection(LayerAttribution):
         layer: nn.Module,
         device_ids: Optional[List[int]] = None,
     ) -> None:
-        if not isinstance(layer, nn.Module):
-            raise ValueError(f"layer must be a torch.nn.Module, got {type(layer)}")
+        check_module("layer", layer)
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
 
     @log_usage(part_of_slo=True)

@@ -17,6 +17,7 @@ from ..._utils.hooks import capture_layer, preserve_model_state
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult
 from ..._utils.validation import (
+    check_module,
     check_positive_float,
     check_positive_int,
     make_generator,
@@ -155,8 +156,8 @@ class NeuronActivationMaximization(NeuronAttribution, GradientAttribution):
         layer: Optional[nn.Module] = None,
         device_ids: Optional[List[int]] = None,
     ) -> None:
-        if layer is not None and not isinstance(layer, nn.Module):
-            raise ValueError(f"layer must be a torch.nn.Module, got {type(layer)}")
+        if layer is not None:
+            check_module("layer", layer)
         NeuronAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
 

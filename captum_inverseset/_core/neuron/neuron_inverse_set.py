@@ -32,6 +32,7 @@ from ..._utils.hooks import preserve_model_state
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult
 from ..._utils.validation import (
+    check_module,
     check_positive_float,
     check_positive_int,
     make_generator,
@@ -134,8 +135,7 @@ class NeuronConstraint:
         activation_range: ActivationRange,
         attribute_to_neuron_input: bool = False,
     ) -> None:
-        if not isinstance(layer, nn.Module):
-            raise ValueError(f"layer must be an nn.Module, got {type(layer).__name__}")
+        check_module("layer", layer)
         self.layer = layer
         self.neuron_selector = neuron_selector
         self.low, self.high = _parse_range(activation_range, "activation_range")
@@ -491,8 +491,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
     ) -> None:
         if not callable(forward_func):
             raise ValueError("forward_func must be callable")
-        if not isinstance(layer, nn.Module):
-            raise ValueError(f"layer must be an nn.Module, got {type(layer).__name__}")
+        check_module("layer", layer)
         if generator is not None and not callable(generator):
             raise ValueError("generator must be a callable nn.Module or None")
         if encoder is not None and not callable(encoder):

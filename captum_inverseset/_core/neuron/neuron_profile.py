@@ -22,7 +22,7 @@ from ..._utils.captum_compat import (
 from ..._utils.hooks import capture_layer, preserve_model_state
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult
-from ..._utils.validation import check_positive_int, model_device
+from ..._utils.validation import check_module, check_positive_int, model_device
 
 __all__ = ["NeuronProfile", "NeuronProfileResult"]
 
@@ -400,8 +400,7 @@ class NeuronProfile(NeuronAttribution):
         layer: nn.Module,
         device_ids: Optional[List[int]] = None,
     ) -> None:
-        if not isinstance(layer, nn.Module):
-            raise ValueError(f"layer must be a torch.nn.Module, got {type(layer)}")
+        check_module("layer", layer)
         NeuronAttribution.__init__(self, forward_func, layer, device_ids)
 
     @log_usage(part_of_slo=True)
