@@ -581,12 +581,12 @@ class NeuronGame:
                 # new tensor (no copy of ``ref`` first), the rest add into it.
                 lin = ref
                 signs = (m[changed] - ref_mask[changed]).tolist() if changed else []
-                for i, (c, sign) in enumerate(zip(changed, signs)):
+                for c, sign in zip(changed, signs):
                     d = deltas.get(c)
                     if d is None:
                         d = stage.channel_delta(h, c)
                         deltas[c] = d
-                    if i == 0:
+                    if lin is ref:
                         lin = torch.add(ref, d, alpha=sign)
                     else:
                         lin.add_(d, alpha=sign)

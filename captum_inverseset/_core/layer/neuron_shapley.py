@@ -5,7 +5,7 @@ Ghorbani & Zou, "Neuron Shapley: Discovering the Responsible Neurons"
 """
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import LayerAttribution, PerturbationAttribution
@@ -648,13 +648,13 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 b[1] is None for b in batches
             ):
                 batches = self._label_with_predictions(batches)
-            largest = max(b[0][0].shape[0] for b in batches)
+            biggest = max(batches, key=lambda b: b[0][0].shape[0])
+            largest = biggest[0][0].shape[0]
             nbytes = None
             if coalitions_per_batch is None and device.type == "cuda":
                 # Accelerators: batches sized by the free memory.
-                first = max(batches, key=lambda b: b[0][0].shape[0])
                 nbytes = activation_bytes_per_example(
-                    self.forward_func, first[0], first[2]
+                    self.forward_func, biggest[0], biggest[2]
                 )
             game = NeuronGame(
                 self.forward_func,
@@ -819,6 +819,46 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         )
 
     # -------------------------------------------------------------- sampling
+    @staticmethod
+    def _walk_plan(
+        perm: torch.Tensor, active: torch.Tensor
+    ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The positions a walk must evaluate: ``(active_pos, needed,
+        rank_of)``, or None when no player of ``perm`` is active.
+
+        ``active_pos`` (1..P) are the positions of the active players,
+        ``needed`` the coalitions either side of them other than the known
+        ends (0: all kept, P: all removed), and ``rank_of[i]`` the position
+        of player ``i`` in ``perm``."""
+        p = perm.numel()
+        active_pos = torch.nonzero(active[perm]).flatten() + 1
+        if active_pos.numel() == 0:
+            return None
+        needed = torch.unique(torch.cat([active_pos - 1, active_pos]))
+        needed = needed[(needed > 0) & (needed < p)]
+        rank_of = torch.empty(p, dtype=torch.long)
+        rank_of[perm] = torch.arange(p)
+        return active_pos, needed, rank_of
+
+    @staticmethod
+    def _coalitions(rank_of: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Masks of the coalitions after ``positions`` removals (one row each)."""
+        return (rank_of.unsqueeze(0) >= positions.unsqueeze(1)).float()
+
+    @staticmethod
+    def _record(
+        stats: _Stats,
+        perm: torch.Tensor,
+        active_pos: torch.Tensor,
+        value_at: Callable[[int], float],
+    ) -> None:
+        """Add the marginal ``V(pos - 1) - V(pos)`` of each active player."""
+        marginals = torch.tensor(
+            [value_at(i - 1) - value_at(i) for i in active_pos.tolist()],
+            dtype=torch.float64,
+        )
+        stats.add(perm[active_pos - 1], marginals)
+
     def _walk(
         self,
         game: NeuronGame,
@@ -830,16 +870,13 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         stats: _Stats,
     ) -> None:
         """One permutation: remove players in order, record marginals."""
-        p = perm.numel()
-        active_pos = torch.nonzero(active[perm]).flatten() + 1  # positions 1..P
-        if active_pos.numel() == 0:
+        plan = self._walk_plan(perm, active)
+        if plan is None:
             return
+        active_pos, needed, rank_of = plan
+        p = perm.numel()
         game.start_walk()
-        needed = torch.unique(torch.cat([active_pos - 1, active_pos]))
-        needed = needed[(needed > 0) & (needed < p)]
         known = {0: value_full, p: value_empty}
-        rank_of = torch.empty(p, dtype=torch.long)
-        rank_of[perm] = torch.arange(p)
         truncated_at: Optional[int] = None
         chunk = game.coalitions_per_batch
         if tolerance is not None:
@@ -851,8 +888,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             chunk = min(chunk, max(8, -(-p // 8)))
         for start in range(0, needed.numel(), chunk):
             positions = needed[start : start + chunk]
-            masks = (rank_of.unsqueeze(0) >= positions.unsqueeze(1)).float()
-            vals = game.evaluate(masks)
+            vals = game.evaluate(self._coalitions(rank_of, positions))
             stats.n_evaluations += positions.numel()
             for pos, v in zip(positions.tolist(), vals.tolist()):
                 known[pos] = v
@@ -870,11 +906,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 return known[truncated_at]
             return known[pos]
 
-        positions = active_pos.tolist()
-        marginals = torch.tensor(
-            [value_at(i - 1) - value_at(i) for i in positions], dtype=torch.float64
-        )
-        stats.add(perm[active_pos - 1], marginals)
+        self._record(stats, perm, active_pos, value_at)
 
     def _walk_many(
         self,
@@ -887,46 +919,39 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
     ) -> None:
         """Several untruncated permutations, their coalitions evaluated
         together (a round fills the large passes an accelerator needs)."""
-        p = game.n_players
-        plans, masks = [], []
+        plans = []
         for perm in perms:
-            active_pos = torch.nonzero(active[perm]).flatten() + 1
-            if active_pos.numel() == 0:
-                continue
-            needed = torch.unique(torch.cat([active_pos - 1, active_pos]))
-            needed = needed[(needed > 0) & (needed < p)]
-            rank_of = torch.empty(p, dtype=torch.long)
-            rank_of[perm] = torch.arange(p)
-            masks.append((rank_of.unsqueeze(0) >= needed.unsqueeze(1)).float())
-            plans.append((perm, active_pos, needed))
-        if not plans:
-            return
+            plan = self._walk_plan(perm, active)
+            if plan is not None:
+                plans.append((perm, plan))
         # Whole walks per call of evaluate, as many as fit in one pass: the
         # coalitions of one walk share upstream segments, so a walk is not
         # split between passes unless it is larger than one.
         values: List[float] = []
+
+        def evaluate(group: List[torch.Tensor]) -> None:
+            game.start_walk()
+            values.extend(game.evaluate(torch.cat(group)).tolist())
+
         group: List[torch.Tensor] = []
         rows = 0
-        for m in masks + [None]:
-            if group and (m is None or rows + m.shape[0] > game.coalitions_per_batch):
-                game.start_walk()
-                values.extend(game.evaluate(torch.cat(group)).tolist())
+        for _, (_, needed, rank_of) in plans:
+            if group and rows + needed.numel() > game.coalitions_per_batch:
+                evaluate(group)
                 group, rows = [], 0
-            if m is not None:
-                group.append(m)
-                rows += m.shape[0]
+            group.append(self._coalitions(rank_of, needed))
+            rows += needed.numel()
+        if group:
+            evaluate(group)
         stats.n_evaluations += len(values)
         offset = 0
-        for perm, active_pos, needed in plans:
+        p = game.n_players
+        for perm, (active_pos, needed, _) in plans:
             known = {0: value_full, p: value_empty}
             for pos in needed.tolist():
                 known[pos] = values[offset]
                 offset += 1
-            marginals = torch.tensor(
-                [known[i - 1] - known[i] for i in active_pos.tolist()],
-                dtype=torch.float64,
-            )
-            stats.add(perm[active_pos - 1], marginals)
+            self._record(stats, perm, active_pos, known.__getitem__)
 
     def _settled(
         self, stats: _Stats, top_k: int, delta: float, epsilon: float = 0.0

@@ -890,7 +890,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                 raise ValueError(f"{bad} is not an argument of attribute")
         transforms = kwargs.pop("transforms", None)
         result = self._run(
-            param.to(x0.device),
+            param,
             self._make_transform(transforms, shape),
             constraints,
             n_samples=n,
