@@ -34,7 +34,7 @@ CASES = [
         id="NeuronProfile-digits",
         make_model=make_digits_classifier,
         layer="fc2",
-        make_method=lambda model, layer: NeuronProfile(model, layer),
+        make_method=NeuronProfile,
         call=lambda m, model, seed: m.attribute(
             _images(_DIGITS, seed), 3, labels=torch.arange(12) % 10, k=3, batch_size=5
         ),
@@ -44,7 +44,7 @@ CASES = [
         id="NeuronProfile-resnet18",
         make_model=make_resnet18,
         layer="layer1.0.conv1",
-        make_method=lambda model, layer: NeuronProfile(model, layer),
+        make_method=NeuronProfile,
         call=lambda m, model, seed: m.attribute(
             _images(_RESNET, seed), (0, slice(None), slice(None)), k=2, batch_size=2
         ),
@@ -54,7 +54,7 @@ CASES = [
         id="NeuronActivationMaximization-digits",
         make_model=make_digits_classifier,
         layer="fc2",
-        make_method=lambda model, layer: NeuronActivationMaximization(model, layer),
+        make_method=NeuronActivationMaximization,
         call=lambda m, model, seed: m.attribute(
             BoxParameterization((1, 8, 8)),
             neuron_selector=3,
@@ -72,7 +72,7 @@ CASES = [
         id="NeuronActivationMaximization-resnet18",
         make_model=make_resnet18,
         layer="layer1.0.conv1",
-        make_method=lambda model, layer: NeuronActivationMaximization(model, layer),
+        make_method=NeuronActivationMaximization,
         call=lambda m, model, seed: m.attribute(
             FFTImageParameterization((3, 32, 32)),
             neuron_selector=(0, slice(None), slice(None)),
@@ -90,7 +90,7 @@ CASES = [
         id="NetworkDissection-digits",
         make_model=make_digits_classifier,
         layer="relu2",
-        make_method=lambda model, layer: NetworkDissection(model, layer),
+        make_method=NetworkDissection,
         call=lambda m, model, seed: m.attribute(
             _images(_DIGITS, seed), _masks((12, 2, 8, 8)), quantile=0.9, batch_size=5
         ),
@@ -102,7 +102,7 @@ CASES = [
         id="NetworkDissection-resnet18",
         make_model=make_resnet18,
         layer="layer1.0.conv1",
-        make_method=lambda model, layer: NetworkDissection(model, layer),
+        make_method=NetworkDissection,
         call=lambda m, model, seed: m.attribute(
             _images(_RESNET, seed), _masks((2, 3, 32, 32)), units=[0, 5], batch_size=1
         ),

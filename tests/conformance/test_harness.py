@@ -79,7 +79,7 @@ def _case(cls):
         id=cls.__name__,
         make_model=_tiny,
         layer="0",
-        make_method=lambda model, layer: cls(model, layer),
+        make_method=cls,
         call=lambda m, model, seed: m.attribute(X, (1,), seed=seed),
         call_bad_selector=lambda m, model: m.attribute(X, (7,)),
     )
