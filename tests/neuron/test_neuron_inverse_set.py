@@ -138,6 +138,20 @@ def test_unreachable_band_is_flagged_not_dropped(logistic):
     assert res.feasible_fraction == 0.0
 
 
+def test_attribute_passes_sampler_options_and_rejects_unknown_ones(logistic):
+    sampler = NeuronInverseSet(logistic, logistic.sigmoid)
+    x0 = torch.zeros(3, D)
+    # An unreachable band runs until max_steps: the option reaches the loop.
+    res = sampler.attribute(
+        x0, 0, activation_range=(0.999999, 1.0), max_steps=7, return_result=True
+    )
+    assert bool((res.steps == 7).all())
+    with pytest.raises(TypeError, match="'max_step'"):
+        sampler.attribute(x0, 0, activation_range=(0.4, 0.6), max_step=7)
+    with pytest.raises(ValueError, match="max_steps"):
+        sampler.attribute(x0, 0, activation_range=(0.4, 0.6), max_steps=0)
+
+
 def test_spread_closed_form_matches_pairwise_sum():
     g = torch.Generator().manual_seed(0)
     e = torch.randn(5, 3, generator=g, dtype=torch.float64)

@@ -12,6 +12,7 @@ import inspect
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -59,6 +60,43 @@ ActivationRange = Tuple[Optional[float], Optional[float]]
 # accepted by the stopping rule stays inside the exact band when recomputed in
 # another batch (floating-point sums differ slightly between batch sizes).
 _BAND_MARGIN = 1e-3
+
+
+@dataclass(frozen=True)
+class _SamplerOptions:
+    """The optimiser settings of :meth:`NeuronInverseSet.sample`, in one place:
+    ``sample``'s signature takes its defaults from here, and ``attribute``
+    builds one from its keyword arguments."""
+
+    max_steps: int = 300
+    min_steps: int = 1
+    lr: float = 0.1
+    diversity_weight: float = 1.0
+    init_noise: float = 0.25
+    repel_from: str = "all"
+    initial_penalty: float = 10.0
+    penalty_growth: float = 2.0
+    max_penalty: float = 1e5
+    multiplier_every: int = 5
+    code_bound: Any = "auto"
+    restart_every: Optional[int] = 50
+
+    @classmethod
+    def from_kwargs(cls, method: str, kwargs: dict) -> "_SamplerOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(
+                f"{method}() got unexpected keyword argument(s) "
+                + ", ".join(repr(k) for k in unknown)
+            )
+        return cls(**kwargs)
+
+
+_DEFAULTS = _SamplerOptions()
+# Activation maximisation of top_range: random starts and Adam steps.
+_TOP_RANGE_STARTS = 8
+_TOP_RANGE_STEPS = 100
 
 
 def _parse_range(activation_range: Any, name: str) -> Tuple[float, float]:
@@ -522,18 +560,18 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         input_range: Optional[Tuple[float, float]] = (0.0, 1.0),
         image_parameterization: str = "fft",
         transforms: Any = "auto",
-        max_steps: int = 300,
-        min_steps: int = 1,
-        lr: float = 0.1,
-        diversity_weight: float = 1.0,
-        init_noise: float = 0.25,
-        repel_from: str = "all",
-        initial_penalty: float = 10.0,
-        penalty_growth: float = 2.0,
-        max_penalty: float = 1e5,
-        multiplier_every: int = 5,
-        code_bound: Optional[float] = "auto",
-        restart_every: Optional[int] = 50,
+        max_steps: int = _DEFAULTS.max_steps,
+        min_steps: int = _DEFAULTS.min_steps,
+        lr: float = _DEFAULTS.lr,
+        diversity_weight: float = _DEFAULTS.diversity_weight,
+        init_noise: float = _DEFAULTS.init_noise,
+        repel_from: str = _DEFAULTS.repel_from,
+        initial_penalty: float = _DEFAULTS.initial_penalty,
+        penalty_growth: float = _DEFAULTS.penalty_growth,
+        max_penalty: float = _DEFAULTS.max_penalty,
+        multiplier_every: int = _DEFAULTS.multiplier_every,
+        code_bound: Optional[float] = _DEFAULTS.code_bound,
+        restart_every: Optional[int] = _DEFAULTS.restart_every,
     ) -> InverseSetResult:
         r"""Draw ``n_samples`` samples of the neuron's inverse set.
 
@@ -658,18 +696,20 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             seed=seed,
             show_progress=show_progress,
             additional_forward_args=additional_forward_args,
-            max_steps=max_steps,
-            min_steps=min_steps,
-            lr=lr,
-            diversity_weight=diversity_weight,
-            init_noise=init_noise,
-            repel_from=repel_from,
-            initial_penalty=initial_penalty,
-            penalty_growth=penalty_growth,
-            max_penalty=max_penalty,
-            multiplier_every=multiplier_every,
-            code_bound=code_bound,
-            restart_every=restart_every,
+            options=_SamplerOptions(
+                max_steps=max_steps,
+                min_steps=min_steps,
+                lr=lr,
+                diversity_weight=diversity_weight,
+                init_noise=init_noise,
+                repel_from=repel_from,
+                initial_penalty=initial_penalty,
+                penalty_growth=penalty_growth,
+                max_penalty=max_penalty,
+                multiplier_every=multiplier_every,
+                code_bound=code_bound,
+                restart_every=restart_every,
+            ),
         )
 
     def top_range(
@@ -680,8 +720,8 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         seed: Optional[int] = 0,
         additional_forward_args: Any = None,
         attribute_to_neuron_input: bool = False,
-        n_starts: int = 8,
-        n_steps: int = 100,
+        n_starts: int = _TOP_RANGE_STARTS,
+        n_steps: int = _TOP_RANGE_STEPS,
         lr: float = 0.1,
         input_range: Optional[Tuple[float, float]] = (0.0, 1.0),
         image_parameterization: str = "fft",
@@ -746,8 +786,8 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         seed,
         lr,
         code_bound,
-        n_starts: int = 8,
-        n_steps: int = 100,
+        n_starts: int = _TOP_RANGE_STARTS,
+        n_steps: int = _TOP_RANGE_STEPS,
     ) -> Tuple[float, None]:
         try:
             fraction = float(fraction)
@@ -889,6 +929,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             if bad in kwargs:
                 raise ValueError(f"{bad} is not an argument of attribute")
         transforms = kwargs.pop("transforms", None)
+        show_progress = bool(kwargs.pop("show_progress", False))
         result = self._run(
             param,
             self._make_transform(transforms, shape),
@@ -898,8 +939,9 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             input_shape=shape,
             initial_codes=codes,
             seed=seed,
+            show_progress=show_progress,
             additional_forward_args=additional_forward_args,
-            **kwargs,
+            options=_SamplerOptions.from_kwargs("attribute", kwargs),
         )
         if return_result:
             return result
@@ -1118,19 +1160,20 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         seed: Optional[int],
         show_progress: bool = False,
         additional_forward_args: Any = None,
-        max_steps: int = 300,
-        min_steps: int = 1,
-        lr: float = 0.1,
-        diversity_weight: float = 1.0,
-        init_noise: float = 0.25,
-        repel_from: str = "all",
-        initial_penalty: float = 10.0,
-        penalty_growth: float = 2.0,
-        max_penalty: float = 1e5,
-        multiplier_every: int = 5,
-        code_bound: Any = "auto",
-        restart_every: Optional[int] = 50,
+        options: _SamplerOptions = _DEFAULTS,
     ) -> InverseSetResult:
+        max_steps = options.max_steps
+        min_steps = options.min_steps
+        lr = options.lr
+        diversity_weight = options.diversity_weight
+        init_noise = options.init_noise
+        repel_from = options.repel_from
+        initial_penalty = options.initial_penalty
+        penalty_growth = options.penalty_growth
+        max_penalty = options.max_penalty
+        multiplier_every = options.multiplier_every
+        code_bound = options.code_bound
+        restart_every = options.restart_every
         max_steps = check_positive_int("max_steps", max_steps)
         if restart_every is not None:
             restart_every = check_positive_int("restart_every", restart_every)
