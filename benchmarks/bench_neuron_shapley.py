@@ -16,11 +16,14 @@ On the shipped digits classifier (players: conv channels), in one process:
 2. **vs Captum**: ``captum.attr.ShapleyValueSampling`` on a wrapper whose
    input is the neuron mask (one forward pass per coalition), at the same
    number of permutations: wall time and RMSE against a long reference run.
-3. **bandit**: coalition evaluations until the top-10 recall against a
-   3000-permutation reference reaches 90% and stays there, and the mean
-   recall at equal evaluation budgets, for plain truncated Monte Carlo and
-   for the ``top_k=10`` bandit (delta 0.05 and 0.2), over three seeds, on
-   ``conv3`` (32 players) and on all conv channels (80 players).
+3. **bandit**: plain truncated Monte Carlo against the ``top_k=10`` bandit
+   (delta 0.05 and 0.2), seeds 0, 1 and 2, on all conv channels (80
+   players, 8000 permutations at most) and on ``conv3`` (32 players, 2000):
+   the evaluations after which the top-10 recall against a long untruncated
+   reference (30000 and 10000 permutations, cached in ``benchmarks/.cache``)
+   stays at 90% or more to the end of the run; the evaluations after which
+   the run's own empirical Bernstein bounds certify an epsilon-approximate
+   top 10 (epsilon 0.01); the mean recall at equal evaluation budgets.
 4. **scaling**: time per permutation for 16, 64 and 256 players (hidden units
    of a wider MLP on the digits).
 
@@ -33,8 +36,10 @@ skipped and a row on all 1797 digits is added); ``--sections`` picks some of
 """
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import time
 import warnings
 
@@ -46,6 +51,8 @@ from captum_inverseset import NeuronShapley
 from captum_inverseset._core.layer.neuron_shapley import _permutation_seed
 from captum_inverseset.hooks import replace_layer_output
 from captum_inverseset.zoo import digits_classifier, load_digits_dataset
+
+CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache")
 
 
 def timed(fn):
@@ -149,6 +156,12 @@ def main() -> None:
         type=int,
         default=None,
         help="permutations per throughput run (default 8, quick 2)",
+    )
+    parser.add_argument(
+        "--fresh-reference",
+        action="store_true",
+        help="recompute the bandit section's references instead of reading "
+        "benchmarks/.cache",
     )
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -302,100 +315,156 @@ def main() -> None:
             captum_rmse=rmse(captum_values, reference),
         )
 
-    # 3. bandit vs plain truncated MC: evaluations until the top-10 recall
-    # against a long reference reaches 90% and stays there, over several
-    # seeds, and the mean recall of each method at equal evaluation budgets.
+    # 3. bandit vs plain truncated MC. Per round of each run: the top-10
+    # recall against a long untruncated reference, and whether the run's own
+    # confidence bounds already certify an epsilon-approximate top 10.
     if "bandit" in sections:
-        cap = 40 if quick else 600
         seeds = (0,) if quick else (0, 1, 2)
-        n_long = 60 if quick else 3000
-        budgets = (1000, 2000, 4000, 8000, 16000, 32000)
+        budgets = (1000, 4000, 16000, 64000, 256000)
+        cert_eps = 0.01
 
-        def curve_of(layers, ref, tolerance, seed, **extra):
-            curve = []
-            ns_run = NeuronShapley(model, layers)
-            ns_run._round_callback = lambda est, evals, perms: curve.append(
-                (perms, evals, top_recall(est, ref))
-            )
-            _, st = ns_run.attribute(
-                xs, target=ys, metric="loss", n_permutations=cap, seed=seed,
-                truncation_tolerance=tolerance, return_stats=True, **extra,
-            )  # fmt: skip
-            needed = None
-            for i, (_, evals, _recall) in enumerate(curve):
-                if all(r >= 0.9 for _, _, r in curve[i:]):
-                    needed = evals
-                    break
-            return needed, curve, st
-
-        def recall_at(curve, budget):
-            seen = [r for _, evals, r in curve if evals <= budget]
-            return seen[-1] if seen else 0.0
-
-        def bandit_figures(layers, n_players):
-            # the reference: a long untruncated run with another seed
-            ns_ref = NeuronShapley(model, layers)
-            _, ref_st = ns_ref.attribute(
+        def reference(layers, n_long):
+            """Untruncated ``n_long``-permutation run, cached on disk: keyed by
+            the weights and the settings, saved and read as plain tensors."""
+            h = hashlib.sha256()
+            for name, t in model.state_dict().items():
+                h.update(name.encode())
+                h.update(t.detach().cpu().numpy().tobytes())
+            names = {id(m): n for n, m in model.named_modules()}
+            chosen = [
+                names[id(m)] for m in (layers if isinstance(layers, list) else [layers])
+            ]
+            h.update(repr((chosen, n_long, n_small, "loss", 1000)).encode())
+            path = os.path.join(CACHE, f"shapley_reference_{h.hexdigest()[:16]}.pt")
+            if os.path.exists(path) and not args.fresh_reference:
+                return torch.load(path, weights_only=True), True
+            _, ref_st = NeuronShapley(model, layers).attribute(
                 xs, target=ys, metric="loss", n_permutations=n_long, seed=1000,
                 return_stats=True,
             )  # fmt: skip
-            ref = ref_st.values
-            gap = ref_st.value_full - ref_st.value_empty
-            tolerance = 0.05 * abs(gap)  # truncation at 5% of V(N) - V(empty)
+            ref = dict(
+                values=ref_st.values,
+                standard_errors=ref_st.standard_errors,
+                gap=torch.tensor(ref_st.value_full - ref_st.value_empty),
+            )
+            os.makedirs(CACHE, exist_ok=True)
+            tmp = path + ".tmp"
+            torch.save(ref, tmp)
+            os.replace(tmp, path)
+            return ref, False
+
+        def curve_of(layers, ref, tolerance, cap, seed, **extra):
+            curve = []
+            ns_run = NeuronShapley(model, layers)
+
+            def record(stats):
+                certified = {
+                    d: bool(ns_run._settled(stats, 10, d, cert_eps).all())
+                    for d in (0.05, 0.2)
+                }
+                curve.append(
+                    (stats.n_permutations, stats.n_evaluations,
+                     top_recall(stats.means(), ref), certified)
+                )  # fmt: skip
+
+            ns_run._round_callback = record
+            ns_run.attribute(
+                xs, target=ys, metric="loss", n_permutations=cap, seed=seed,
+                truncation_tolerance=tolerance, **extra,
+            )  # fmt: skip
+            return curve
+
+        def holds_from(curve):
+            # evaluations after which the recall stays >= 90% to the run's end
+            for i, (_, evals, _, _) in enumerate(curve):
+                if all(r >= 0.9 for _, _, r, _ in curve[i:]):
+                    return evals
+            return None
+
+        def certified_at(curve, d):
+            return next(((e, r) for _, e, r, c in curve if c[d]), (None, None))
+
+        def recall_at(curve, budget):
+            seen = [r for _, evals, r, _ in curve if evals <= budget]
+            return seen[-1] if seen else 0.0
+
+        def ratio(a, b):
+            both = [(x, y) for x, y in zip(a, b) if x and y]
+            return sum(x for x, _ in both) / sum(y for _, y in both) if both else None
+
+        def bandit_figures(layers, n_players, n_long, cap):
+            ref_d, cached = reference(layers, n_long)
+            ref = ref_d["values"]
+            tolerance = 0.05 * abs(float(ref_d["gap"]))  # 5% of V(N) - V(empty)
             methods = {
-                "plain_tmc": {},
-                "bandit": dict(top_k=10),
+                "plain_tmc": ({}, 0.05),
+                "bandit": (dict(top_k=10), 0.05),
                 # the confidence level of the paper's released code
-                "bandit_delta_0_2": dict(top_k=10, bandit_delta=0.2),
+                "bandit_delta_0_2": (dict(top_k=10, bandit_delta=0.2), 0.2),
             }
+            order = torch.argsort(ref, descending=True)
             out = dict(
                 players=n_players,
                 metric="loss",
                 eval_examples=n_small,
                 reference_permutations=n_long,
+                reference_from_cache=cached,
                 truncation_tolerance=tolerance,
                 permutation_cap=cap,
+                certify_epsilon=cert_eps,
                 seeds=list(seeds),
+                reference_values_ranks_6_to_14=[
+                    round(v, 4) for v in ref[order[5:14]].tolist()
+                ],
+                reference_se_ranks_6_to_14=[
+                    round(v, 4) for v in ref_d["standard_errors"][order[5:14]].tolist()
+                ],
             )
-            order = torch.argsort(ref, descending=True)
-            out["reference_values_ranks_8_to_13"] = [
-                round(v, 4) for v in ref[order[7:13]].tolist()
-            ]
-            out["reference_se_ranks_8_to_13"] = [
-                round(v, 4) for v in ref_st.standard_errors[order[7:13]].tolist()
-            ]
-            for name, extra in methods.items():
-                needed, totals, curves = [], [], []
-                for seed in seeds:
-                    n_needed, curve, st = curve_of(
-                        layers, ref, tolerance, seed, **extra
-                    )
-                    needed.append(n_needed)
-                    totals.append(st.n_evaluations)
-                    curves.append(curve)
+            for name, (extra, d) in methods.items():
+                curves = [
+                    curve_of(layers, ref, tolerance, cap, seed, **extra)
+                    for seed in seeds
+                ]
+                certs = [certified_at(c, d) for c in curves]
+                deltas = (0.05, 0.2) if name == "plain_tmc" else (d,)
                 out[name] = dict(
-                    evals_to_recall90=needed,
-                    total_evals=totals,
+                    evals_to_recall90=[holds_from(c) for c in curves],
+                    total_evals=[c[-1][1] for c in curves],
                     final_recall=[c[-1][2] for c in curves],
                     mean_recall_at_budget={
                         str(b): sum(recall_at(c, b) for c in curves) / len(curves)
                         for b in budgets
                     },
+                    **{
+                        f"evals_to_certify_delta_{str(dd).replace('.', '_')}": [
+                            certified_at(c, dd)[0] for c in curves
+                        ]
+                        for dd in deltas
+                    },
+                    recall_when_certified=[r for _, r in certs],
                 )
-            plain = out["plain_tmc"]["evals_to_recall90"]
-            for name in ("bandit", "bandit_delta_0_2"):
-                got = out[name]["evals_to_recall90"]
-                both = [(g, q) for g, q in zip(got, plain) if g and q]
-                # ratio of the means over the seeds where both got there
-                out[f"{name}_over_plain"] = (
-                    sum(g for g, _ in both) / sum(q for _, q in both) if both else None
+            plain = out["plain_tmc"]
+            for name, key in (
+                ("bandit", "evals_to_certify_delta_0_05"),
+                ("bandit_delta_0_2", "evals_to_certify_delta_0_2"),
+            ):
+                # ratios of the sums over the seeds where both got there
+                out[f"{name}_over_plain_recall90"] = ratio(
+                    out[name]["evals_to_recall90"], plain["evals_to_recall90"]
                 )
+                out[f"{name}_over_plain_certify"] = ratio(out[name][key], plain[key])
             return out
 
-        figures["bandit_top10"] = bandit_figures(model.conv3, 32)
-        # The same on every conv channel (80 players), as the issue asks.
+        # The issue's player set: every conv channel (80 players). Its top 10
+        # ends in a plateau, so the recall needs thousands of permutations.
         all_convs = [model.conv1, model.conv2, model.conv3]
-        figures["bandit_top10_all_conv"] = bandit_figures(all_convs, 80)
+        figures["bandit_top10_all_conv"] = bandit_figures(
+            all_convs, 80, 60 if quick else 30000, 40 if quick else 8000
+        )
+        # conv3 alone (32 players): a clear gap after rank 10.
+        figures["bandit_top10"] = bandit_figures(
+            model.conv3, 32, 60 if quick else 10000, 40 if quick else 2000
+        )
 
     # 4. scaling with the number of players (hidden units of a wider MLP)
     if "scaling" in sections:

@@ -186,6 +186,46 @@ def test_bandit_top_k_finds_exact_top_k_with_fewer_evaluations():
     assert (bandit.upper_bounds >= bandit.values).all()
 
 
+def test_bandit_walks_the_same_coalitions_for_players_it_still_samples():
+    # The bandit skips the evaluations of settled players, not the order of
+    # removal: a player sampled in every permutation gets the same
+    # contributions as in plain Monte Carlo with the same seed.
+    model = make_mlp(hidden=8, seed=1)
+    with torch.no_grad():
+        model.fc2.weight[:, :2] *= 4
+    x, _ = _data(n=60)
+    ns = NeuronShapley(model, model.relu)
+    kw = dict(metric="loss", seed=3, return_stats=True)
+    _, bandit = ns.attribute(x, top_k=2, n_permutations=120, **kw)
+    # the same permutations, wherever the bandit stopped
+    _, plain = ns.attribute(x, n_permutations=bandit.n_permutations, **kw)
+    always = bandit.counts == bandit.n_permutations
+    assert bool(always.any()) and not bool(always.all())
+    torch.testing.assert_close(
+        bandit.values[always], plain.values[always], rtol=0, atol=1e-6
+    )
+    assert bandit.n_evaluations < plain.n_evaluations
+
+
+def test_round_callback_sees_statistics_and_can_stop_the_run():
+    model = make_mlp(hidden=6, seed=0)
+    x, _ = _data(n=20)
+    ns = NeuronShapley(model, model.relu)
+    seen = []
+
+    def callback(stats):
+        seen.append((stats.n_permutations, stats.counts.clone()))
+        return stats.n_permutations >= 8
+
+    ns._round_callback = callback
+    _, st = ns.attribute(
+        x, n_permutations=40, permutations_per_round=4, return_stats=True
+    )
+    assert [n for n, _ in seen] == [4, 8]
+    assert st.n_permutations == 8
+    assert torch.equal(seen[-1][1], st.counts)
+
+
 def test_multi_layer_digits_prefix_cache_matches_hooks():
     from captum_inverseset.zoo import digits_classifier, load_digits_dataset
 

@@ -379,8 +379,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         # (segment cache only); off reproduces the direct segment path.
         self._additive = True
         self.last_result: Optional[NeuronShapleyResult] = None
-        # Called after every round with (estimates, evaluations, permutations);
-        # the benchmark records convergence curves with it.
+        # Called after every round with the running statistics (a _Stats);
+        # a true return value ends the sampling there. The benchmark records
+        # convergence curves with it.
         self._round_callback: Optional[Any] = None
 
     # --------------------------------------------------------------- helpers
@@ -1043,14 +1044,14 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 stats.n_evaluations += delta_stats.n_evaluations
                 stats.n_permutations = last
                 bar.update(last - first)
-                if self._round_callback is not None:
-                    self._round_callback(stats.means(), stats.n_evaluations, last)
                 if checkpoint is not None and (
                     last - last_saved >= checkpoint_every or last == n_permutations
                 ):
                     if rank == 0:
                         save_checkpoint(checkpoint, fp, stats.state())
                     last_saved = last
+                if self._round_callback is not None and self._round_callback(stats):
+                    break
         if top_k is not None:
             settled = self._settled(stats, top_k, delta, epsilon)
         means = stats.means()
