@@ -12,7 +12,7 @@ import inspect
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -91,6 +91,57 @@ class _SamplerOptions:
                 + ", ".join(repr(k) for k in unknown)
             )
         return cls(**kwargs)
+
+    def checked(self) -> "_SamplerOptions":
+        """A copy with every setting validated and normalised, in the order
+        the sampler has always checked them (``code_bound`` is resolved
+        against the parameterization by the sampler)."""
+        max_steps = check_positive_int("max_steps", self.max_steps)
+        restart_every = self.restart_every
+        if restart_every is not None:
+            restart_every = check_positive_int("restart_every", restart_every)
+        min_steps = self.min_steps
+        if (
+            isinstance(min_steps, bool)
+            or not isinstance(min_steps, int)
+            or min_steps < 0
+        ):
+            raise ValueError(
+                f"min_steps must be a non-negative integer, got {min_steps!r}"
+            )
+        lr = check_positive_float("lr", self.lr)
+        diversity_weight = self.diversity_weight
+        if not (isinstance(diversity_weight, (int, float)) and diversity_weight >= 0):
+            raise ValueError(
+                "diversity_weight must be a non-negative number, got "
+                f"{diversity_weight!r}"
+            )
+        if not (isinstance(self.init_noise, (int, float)) and self.init_noise >= 0):
+            raise ValueError(
+                f"init_noise must be a non-negative number, got {self.init_noise!r}"
+            )
+        if self.repel_from not in ("all", "seeds"):
+            raise ValueError(
+                f"repel_from must be 'all' or 'seeds', got {self.repel_from!r}"
+            )
+        initial_penalty = check_positive_float("initial_penalty", self.initial_penalty)
+        penalty_growth = check_positive_float("penalty_growth", self.penalty_growth)
+        if penalty_growth < 1:
+            raise ValueError(
+                f"penalty_growth must be >= 1, got {self.penalty_growth!r}"
+            )
+        return replace(
+            self,
+            max_steps=max_steps,
+            restart_every=restart_every,
+            lr=lr,
+            initial_penalty=initial_penalty,
+            penalty_growth=penalty_growth,
+            max_penalty=check_positive_float("max_penalty", self.max_penalty),
+            multiplier_every=check_positive_int(
+                "multiplier_every", self.multiplier_every
+            ),
+        )
 
 
 _DEFAULTS = _SamplerOptions()
@@ -1162,48 +1213,8 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         additional_forward_args: Any = None,
         options: _SamplerOptions = _DEFAULTS,
     ) -> InverseSetResult:
-        max_steps = options.max_steps
-        min_steps = options.min_steps
-        lr = options.lr
-        diversity_weight = options.diversity_weight
-        init_noise = options.init_noise
-        repel_from = options.repel_from
-        initial_penalty = options.initial_penalty
-        penalty_growth = options.penalty_growth
-        max_penalty = options.max_penalty
-        multiplier_every = options.multiplier_every
-        code_bound = options.code_bound
-        restart_every = options.restart_every
-        max_steps = check_positive_int("max_steps", max_steps)
-        if restart_every is not None:
-            restart_every = check_positive_int("restart_every", restart_every)
-        if (
-            isinstance(min_steps, bool)
-            or not isinstance(min_steps, int)
-            or min_steps < 0
-        ):
-            raise ValueError(
-                f"min_steps must be a non-negative integer, got {min_steps!r}"
-            )
-        lr = check_positive_float("lr", lr)
-        if not (isinstance(diversity_weight, (int, float)) and diversity_weight >= 0):
-            raise ValueError(
-                "diversity_weight must be a non-negative number, got "
-                f"{diversity_weight!r}"
-            )
-        if not (isinstance(init_noise, (int, float)) and init_noise >= 0):
-            raise ValueError(
-                f"init_noise must be a non-negative number, got {init_noise!r}"
-            )
-        if repel_from not in ("all", "seeds"):
-            raise ValueError(f"repel_from must be 'all' or 'seeds', got {repel_from!r}")
-        mu0 = check_positive_float("initial_penalty", initial_penalty)
-        rho = check_positive_float("penalty_growth", penalty_growth)
-        if rho < 1:
-            raise ValueError(f"penalty_growth must be >= 1, got {penalty_growth!r}")
-        mu_max = check_positive_float("max_penalty", max_penalty)
-        multiplier_every = check_positive_int("multiplier_every", multiplier_every)
-        code_bound = self._code_bound(param, code_bound)
+        o = options.checked()
+        code_bound = self._code_bound(param, o.code_bound)
         batch_size = min(batch_size, n_samples)
 
         gen = make_generator(seed)
@@ -1244,7 +1255,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         # multipliers: later batches and restarts start from them.
         pool_codes: Optional[Tensor] = None
         pool_lam: Optional[Tensor] = None
-        prev_mu = mu0
+        prev_mu = o.initial_penalty
         n_batches = math.ceil(n_samples / batch_size)
         with (
             preserve_model_state(modules),
@@ -1260,7 +1271,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                 else:
                     noise = param.random_codes(k, generator=gen, device=device)
                     src = torch.arange(k, device=device) % pool_codes.shape[0]
-                    init = pool_codes[src] + init_noise * noise
+                    init = pool_codes[src] + o.init_noise * noise
                 codes = init.detach().clone().to(device).requires_grad_(True)
                 if b == 0:
                     with torch.no_grad():
@@ -1273,7 +1284,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                     # encodings' mean squared norm.
                     norm = float(e_probe.detach().double().pow(2).sum(1).mean())
                     spread_scale = max(ms, 0.1 * norm, 1e-12)
-                opt = torch.optim.Adam([codes], lr=lr)
+                opt = torch.optim.Adam([codes], lr=o.lr)
                 if warm:
                     # A batch started from the previous one inherits its
                     # multipliers and penalty: the constraint forces are then
@@ -1282,11 +1293,11 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                     lam, mu = pool_lam[src].clone(), prev_mu
                 else:
                     lam = torch.zeros(k, m, 2, device=device)
-                    mu = mu0
+                    mu = o.initial_penalty
                 last_ok = codes.detach().clone()
                 ever = torch.zeros(k, dtype=torch.bool, device=device)
                 step = 0
-                for step in range(max_steps + 1):
+                for step in range(o.max_steps + 1):
                     x = param(codes)
                     x_in = (
                         self._apply_transform(transform, x, transform_gen)
@@ -1304,7 +1315,9 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                     inside = ((clean >= tgt_lo) & (clean <= tgt_hi)).all(dim=1)
                     last_ok[inside] = codes.detach()[inside]
                     ever |= inside
-                    if (step >= min_steps and bool(inside.all())) or step == max_steps:
+                    if (
+                        step >= o.min_steps and bool(inside.all())
+                    ) or step == o.max_steps:
                         break
                     e = self._encode(x, encoder)
                     spread = self._spread(e, sum_e, sum_sq, n_earlier) / spread_scale
@@ -1319,15 +1332,15 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                         / scales[None, :, None]
                     )
                     al = (torch.relu(lam + mu * g).pow(2) - lam.pow(2)).sum((1, 2))
-                    loss = (-diversity_weight * spread + al / (2 * mu)).sum()
+                    loss = (-o.diversity_weight * spread + al / (2 * mu)).sum()
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
                     self._project(codes, code_bound)
-                    if (step + 1) % multiplier_every == 0:
+                    if (step + 1) % o.multiplier_every == 0:
                         lam = torch.relu(lam + mu * g.detach())
-                        mu = min(mu * rho, mu_max)
-                    if restart_every and (step + 1) % restart_every == 0:
+                        mu = min(mu * o.penalty_growth, o.max_penalty)
+                    if o.restart_every and (step + 1) % o.restart_every == 0:
                         lam = self._restart(
                             codes,
                             opt,
@@ -1337,7 +1350,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                             pool_codes,
                             param,
                             gen,
-                            init_noise,
+                            o.init_noise,
                         )
                 final_codes = torch.where(
                     ever.reshape(-1, *([1] * (codes.dim() - 1))),
@@ -1355,7 +1368,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                 all_acts.append(acts_final.cpu())
                 all_enc.append(e_final.float().cpu())
                 all_steps.append(torch.full((k,), step, dtype=torch.long))
-                if repel_from == "all" or b == 0:
+                if o.repel_from == "all" or b == 0:
                     s = e_final.sum(0)
                     sum_e = s if sum_e is None else sum_e + s
                     sum_sq = sum_sq + e_final.pow(2).sum().cpu()
