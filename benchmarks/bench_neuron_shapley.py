@@ -384,6 +384,9 @@ def main() -> None:
         def certified_at(curve, d):
             return next(((e, r) for _, e, r, c in curve if c[d]), (None, None))
 
+        def certify_key(d):
+            return f"evals_to_certify_delta_{str(d).replace('.', '_')}"
+
         def recall_at(curve, budget):
             seen = [r for _, evals, r, _ in curve if evals <= budget]
             return seen[-1] if seen else 0.0
@@ -425,8 +428,9 @@ def main() -> None:
                     curve_of(layers, ref, tolerance, cap, seed, **extra)
                     for seed in seeds
                 ]
-                certs = [certified_at(c, d) for c in curves]
+                # plain Monte Carlo is certified at both confidence levels
                 deltas = (0.05, 0.2) if name == "plain_tmc" else (d,)
+                certs = {dd: [certified_at(c, dd) for c in curves] for dd in deltas}
                 out[name] = dict(
                     evals_to_recall90=[holds_from(c) for c in curves],
                     total_evals=[c[-1][1] for c in curves],
@@ -435,20 +439,13 @@ def main() -> None:
                         str(b): sum(recall_at(c, b) for c in curves) / len(curves)
                         for b in budgets
                     },
-                    **{
-                        f"evals_to_certify_delta_{str(dd).replace('.', '_')}": [
-                            certified_at(c, dd)[0] for c in curves
-                        ]
-                        for dd in deltas
-                    },
-                    recall_when_certified=[r for _, r in certs],
+                    **{certify_key(dd): [e for e, _ in certs[dd]] for dd in deltas},
+                    recall_when_certified=[r for _, r in certs[d]],
                 )
             plain = out["plain_tmc"]
-            for name, key in (
-                ("bandit", "evals_to_certify_delta_0_05"),
-                ("bandit_delta_0_2", "evals_to_certify_delta_0_2"),
-            ):
+            for name in ("bandit", "bandit_delta_0_2"):
                 # ratios of the sums over the seeds where both got there
+                key = certify_key(methods[name][1])
                 out[f"{name}_over_plain_recall90"] = ratio(
                     out[name]["evals_to_recall90"], plain["evals_to_recall90"]
                 )
@@ -461,7 +458,8 @@ def main() -> None:
         figures["bandit_top10_all_conv"] = bandit_figures(
             all_convs, 80, 60 if quick else 30000, 40 if quick else 8000
         )
-        # conv3 alone (32 players): a clear gap after rank 10.
+        # conv3 alone (32 players): 90% recall allows one miss, and the
+        # reference has a clear step after rank 11.
         figures["bandit_top10"] = bandit_figures(
             model.conv3, 32, 60 if quick else 10000, 40 if quick else 2000
         )
