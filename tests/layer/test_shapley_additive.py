@@ -116,7 +116,8 @@ def test_linear_front_split_rules():
 
 
 @pytest.mark.parametrize("shape,kernel", [((2, 3, 8, 8), 2), ((2, 3, 7, 9), 2),
-                                          ((1, 2, 9, 10), 3)])  # fmt: skip
+                                          ((1, 2, 9, 10), 3), ((2, 2, 9, 8), (3, 2)),
+                                          ((2, 2, 8, 9), (1, 3))])  # fmt: skip
 def test_tiled_max_pool_equals_max_pool(shape, kernel):
     pool = nn.MaxPool2d(kernel)
     tiled = _TiledMaxPool2d.wrap(pool)
@@ -165,16 +166,23 @@ def test_incremental_path_is_off_for_small_batches_and_exact():
     assert st.incremental  # 300 examples per batch, on the CPU
     _, st = ns.attribute(x[:40], target=y[:40], n_permutations=1, return_stats=True)
     assert not st.incremental
-    _, st = ns.attribute(x, target=y, n_permutations=1, batch_size=100,
+    _, st = ns.attribute(x, target=y, n_permutations=1, batch_size=50,
                          return_stats=True)  # fmt: skip
     assert not st.incremental
+    _, st = ns.attribute(x, target=y, n_permutations=1, batch_size=100,
+                         return_stats=True)  # fmt: skip
+    assert st.incremental
 
 
-def test_dead_neuron_gets_exactly_zero_on_the_incremental_path(tree_always):
+@pytest.mark.parametrize("dead", ["output", "outgoing_weights"])
+def test_dead_neuron_gets_exactly_zero_on_the_incremental_path(tree_always, dead):
     model = make_mlp(hidden=5)
     with torch.no_grad():
-        model.fc1.weight[4] = 0.0
-        model.fc1.bias[4] = -1.0  # relu output always 0
+        if dead == "output":
+            model.fc1.weight[4] = 0.0
+            model.fc1.bias[4] = -1.0  # relu output always 0
+        else:
+            model.fc2.weight[:, 4] = 0.0  # nothing reads it
     g = torch.Generator().manual_seed(1)
     x = torch.randn(40, 3, generator=g)
     y = torch.randint(0, 3, (40,), generator=g)
@@ -237,3 +245,100 @@ def test_in_place_tensor_operations_fall_back_from_segments():
     ns = NeuronShapley(model, [model.conv1, model.conv2], prefix_cache=False)
     slow = ns.attribute(x, target=y, metric="loss", n_permutations=3, seed=0)
     torch.testing.assert_close(torch.cat(fast), torch.cat(slow), atol=1e-6, rtol=0)
+
+
+def _stage_cases():
+    """(segment after a player layer, player output shape) for each kind of
+    linear front: convolutions with several geometries, a linear layer on
+    flattened maps and a linear layer on vectors."""
+    return [
+        (nn.Sequential(nn.Conv2d(4, 5, 3, padding=1), nn.ReLU()), (4, 6, 6)),
+        (nn.Sequential(nn.Conv2d(4, 5, (3, 2), stride=(2, 1), padding=(1, 0))),
+         (4, 7, 5)),  # fmt: skip
+        (nn.Sequential(nn.Conv1d(4, 3, 3, padding=2, dilation=2)), (4, 9)),
+        (nn.Sequential(nn.Flatten(), nn.Linear(4 * 3 * 3, 6), nn.ReLU()), (4, 3, 3)),
+        (nn.Sequential(nn.Linear(4, 6)), (4,)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("removal_fill", [0.0, "tensor"])
+def test_masked_weight_equals_direct_on_masked_activations(case, removal_fill):
+    segment, unit = _stage_cases()[case]
+    torch.manual_seed(case)
+    front = split_linear_front(torch.fx.symbolic_trace(segment.eval()))
+    assert front is not None
+    fill = 0.0 if removal_fill == 0.0 else torch.randn(unit)
+    stage = AdditiveStage(front, fill, unit)
+    h = torch.randn(5, *unit)
+    for keep in ([1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1]):
+        keep = torch.tensor(keep, dtype=torch.float32)
+        with torch.no_grad():
+            expected = stage.direct(group_mask(h, keep.unsqueeze(0), fill))
+            got = stage.masked(h, keep)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_live_channels_are_those_with_a_nonzero_contribution():
+    segment, unit = _stage_cases()[0]
+    front = split_linear_front(torch.fx.symbolic_trace(segment.eval()))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        front.module.weight[:, 2] = 0.0  # channel 2 is read by nobody
+    fill = torch.randn(unit)
+    stage = AdditiveStage(front, fill, unit)
+    h = torch.randn(5, *unit)
+    h[:, 1] = fill[1]  # channel 1 always equals its removal value
+    live = stage.live_channels(h)
+    assert live == [0, 3]
+    with torch.no_grad():
+        for c in range(4):
+            assert bool(stage.channel_delta(h, c).any()) == (c in live)
+
+
+def test_leaves_run_the_tail_on_groups_of_rows_in_row_order():
+    calls = []
+
+    def tail(x):
+        calls.append(x.shape[0])
+        return x * 2
+
+    rows = [torch.full((3, 2), float(r)) for r in range(7)]
+    leaves = _shapley_game._Leaves(7, group_bytes=3 * 2 * 4 * 3)  # 3 rows a group
+    order = [4, 0, 6, 2, 1, 5, 3]
+    for r in order:
+        if r == 5:
+            leaves.add(r, rows[r] * 2)  # a row that comes finished
+        else:
+            leaves.add(r, rows[r], tail)
+    out = leaves.result()
+    assert torch.equal(out, torch.cat(rows) * 2)
+    assert calls == [9, 9]  # two groups of three rows; no empty flush
+
+
+def test_a_wrong_incremental_path_is_caught_by_the_check(tree_always, monkeypatch):
+    """The game compares the incremental path with direct evaluation on a
+    few examples before using it: an incremental path that is wrong is not
+    used, and the values are those of the direct path."""
+    from captum_inverseset._core.layer import _shapley_additive
+
+    model = make_mlp(hidden=5)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 3, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    kw = dict(target=y, metric="loss", n_permutations=4, seed=0)
+    right = NeuronShapley(model, model.fc1).attribute(x, **kw)
+    ns = NeuronShapley(model, model.fc1)
+    ns._additive = False
+    direct = ns.attribute(x, **kw)
+    torch.testing.assert_close(right, direct, atol=1e-6, rtol=0)
+    real = _shapley_additive.AdditiveStage.channel_delta
+    monkeypatch.setattr(
+        _shapley_additive.AdditiveStage,
+        "channel_delta",
+        lambda self, h, c: 2 * real(self, h, c),
+    )
+    ns = NeuronShapley(model, model.fc1)
+    values = ns.attribute(x, **kw)
+    assert ns.last_result.segment_cache and not ns.last_result.incremental
+    assert torch.equal(values, direct)

@@ -146,3 +146,32 @@ def test_same_size_adaptive_pool_is_skipped_exactly():
     assert isinstance(head.get_submodule("adaptive_pool"), _SkipSameSizePool)
     # The model itself keeps its own module.
     assert type(model.adaptive_pool) is nn.AdaptiveAvgPool2d
+
+
+def _head_targets(head):
+    return [n.target for n in head.graph.nodes if n.op == "call_module"]
+
+
+def test_max_pool_moves_before_non_decreasing_activations_only():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 6, 6)
+    cases = [
+        # (modules after the player layer, head order expected)
+        ([nn.ReLU(), nn.MaxPool2d(2)], ["2", "1"]),
+        ([nn.LeakyReLU(0.1), nn.ReLU6(), nn.MaxPool2d(3)], ["3", "1", "2"]),
+        ([nn.ReLU(), nn.AdaptiveMaxPool2d(2)], ["2", "1"]),
+        # not monotone, or not a maximum: the order is kept
+        ([nn.LeakyReLU(-0.5), nn.MaxPool2d(2)], ["1", "2"]),
+        ([nn.GELU(), nn.MaxPool2d(2)], ["1", "2"]),
+        ([nn.ReLU(), nn.AvgPool2d(2)], ["1", "2"]),
+    ]
+    for modules, expected in cases:
+        seq = nn.Sequential(nn.Conv2d(4, 4, 1), *modules, nn.Flatten())
+        segments = split_chain(seq, [seq[0]])
+        assert segments is not None
+        head, rest = split_channelwise_head(segments[1])
+        assert head is not None
+        assert _head_targets(head) == expected, modules
+        with torch.no_grad():
+            h = seq[0](x)
+            assert torch.equal(rest(head(h)), segments[1](h)), modules

@@ -25,7 +25,7 @@ evaluation up to floating-point rounding.
 """
 
 import math
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -158,6 +158,60 @@ class AdditiveStage:
         if self.front.flatten:
             x = x.flatten(1)
         return self.front.module(x)
+
+    def masked(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """:meth:`direct` on ``h`` with the channels where ``keep`` (``(C,)``,
+        0 or 1) is 0 replaced by the fill, without masking ``h``: the mask
+        goes on the weight instead (``W (m h) = (W m) h``), which is smaller
+        than the activations, and the fill's part, the same for every
+        example, is the module applied to one example."""
+        module = self.front.module
+        weight = module.weight
+        keep = keep.to(device=weight.device, dtype=weight.dtype)
+        c = self.n_channels
+        if isinstance(module, nn.Linear):
+            s = weight.shape[1] // c
+            w = (weight.reshape(-1, c, s) * keep.reshape(1, c, 1)).reshape(weight.shape)
+        else:
+            w = weight * keep.reshape(1, c, *([1] * (weight.dim() - 2)))
+        out = self._apply(h, w, module.bias)
+        fill = self.fill
+        if isinstance(fill, torch.Tensor) or fill != 0.0:
+            f = torch.as_tensor(fill, device=weight.device, dtype=weight.dtype)
+            f = f.expand(self.unit_shape)
+            removed = (1 - keep).reshape(c, *([1] * (f.dim() - 1))) * f
+            out = out + self._apply(removed.unsqueeze(0), weight, None)
+        return out
+
+    def live_channels(self, h: torch.Tensor) -> List[int]:
+        """The channels whose contribution ``D_c`` to the output for ``h``
+        can be nonzero: those whose input differs from the fill somewhere
+        and whose weight is not all zero. Either being all zero makes
+        ``D_c`` exactly zero (a dead neuron). Cheaper than reducing every
+        ``D_c``: it reads the input and the weight, not the contributions."""
+        x = h
+        if isinstance(self.fill, torch.Tensor) or self.fill != 0.0:
+            x = h - torch.as_tensor(self.fill, device=h.device, dtype=h.dtype)
+        other = [d for d in range(x.dim()) if d != 1]
+        moves = x.abs().amax(dim=other) if other else x.abs()
+        weight = self.front.module.weight
+        if isinstance(self.front.module, nn.Linear):
+            weight = weight.reshape(weight.shape[0], self.n_channels, -1)
+        reads = weight.abs().amax(dim=[d for d in range(weight.dim()) if d != 1])
+        live = (moves != 0) & (reads != 0)
+        return torch.nonzero(live).flatten().tolist()
+
+    def _apply(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        """The module with another weight and bias."""
+        module = self.front.module
+        if self.front.flatten:
+            x = x.flatten(1)
+        if isinstance(module, nn.Linear):
+            return F.linear(x, weight, bias)
+        fn = _CONV_FNS[weight.dim() - 2]
+        return fn(x, weight, bias, module.stride, module.padding, module.dilation, 1)
 
     def channel_delta(self, h: torch.Tensor, c: int) -> torch.Tensor:
         """``D_c`` ``(n, *out_shape)``: what keeping channel ``c`` instead of

@@ -308,6 +308,10 @@ def split_channelwise_head(
     mask can be applied after them instead: they then run once per distinct
     *upstream* mask, not once per coalition. Returns ``(head, rest)`` with
     ``rest(mask(head(h))) == segment(mask(h))``, or ``(None, segment)``.
+
+    Inside the head, a max pooling that follows a non-decreasing activation
+    runs first (:func:`_pool_before_activation`): the same values, with the
+    activation on the pooled, smaller tensor.
     """
     nodes = list(segment.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
@@ -329,10 +333,10 @@ def split_channelwise_head(
     if not head_nodes:
         return None, segment
     head_graph = fx.Graph()
-    env = {placeholders[0]: head_graph.placeholder("h")}
-    for n in head_nodes:
-        env[n] = head_graph.node_copy(n, lambda x: env[x])
-    head_graph.output(env[head_nodes[-1]])
+    x = head_graph.placeholder("h")
+    for n in _pool_before_activation(head_nodes, segment):
+        x = head_graph.call_module(str(n.target), (x,))
+    head_graph.output(x)
     rest_graph = fx.Graph()
     env2 = {head_nodes[-1]: rest_graph.placeholder("h")}
     for n in nodes[1 + len(head_nodes) :]:
@@ -354,6 +358,49 @@ def split_channelwise_head(
             parent = head.get_submodule(parent_name) if parent_name else head
             setattr(parent, leaf, replacement)
     return head, rest
+
+
+_MAX_POOLS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+
+
+def _non_decreasing(module: nn.Module) -> bool:
+    """An elementwise activation ``f`` with ``a <= b => f(a) <= f(b)`` also
+    in floating point (a clamp, or a product by a nonnegative constant)."""
+    if type(module) in (nn.ReLU, nn.ReLU6):
+        return True
+    return type(module) is nn.LeakyReLU and module.negative_slope >= 0
+
+
+def _pool_before_activation(
+    nodes: Sequence[fx.Node], segment: fx.GraphModule
+) -> List[fx.Node]:
+    """``nodes`` (a chain of channel-wise modules) with every max pooling
+    moved before the non-decreasing activations just ahead of it.
+
+    For a non-decreasing ``f``, the maximum of ``f`` over a window is ``f``
+    of the maximum, exactly (``f`` is applied to the same element either
+    way), so ``relu -> maxpool`` equals ``maxpool -> relu``, and the second
+    order runs the activation on the pooled tensor (a quarter of the
+    elements for 2x2 windows).
+    """
+    order = list(nodes)
+    moved = True
+    while moved:
+        moved = False
+        for i in range(len(order) - 1):
+            first = segment.get_submodule(str(order[i].target))
+            second = segment.get_submodule(str(order[i + 1].target))
+            if _non_decreasing(first) and isinstance(second, _MAX_POOLS):
+                order[i], order[i + 1] = order[i + 1], order[i]
+                moved = True
+    return order
 
 
 _ADAPTIVE_DIMS = {
@@ -389,8 +436,8 @@ class _SkipSameSizePool(nn.Module):
 
 
 class _TiledMaxPool2d(nn.Module):
-    """2-D max pooling over non-overlapping windows as the elementwise maximum
-    of the strided views, one per window offset: the same values as
+    """2-D max pooling over non-overlapping windows as elementwise maxima of
+    strided views (over the window's rows, then its columns): the same values as
     ``nn.MaxPool2d`` (a maximum is exact), without the index bookkeeping of
     PyTorch's CPU kernel, which computes the argmax even when nobody asks for
     it (measured: 0.59 ms against 4.3 ms on 360x32x8x8 with 2x2 windows)."""
@@ -429,10 +476,12 @@ class _TiledMaxPool2d(nn.Module):
         if oh == 0 or ow == 0:
             return self.pool(x)
         x = x[..., : oh * kh, : ow * kw]
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                view = x[..., i::kh, j::kw]
-                out = view if out is None else torch.maximum(out, view)
-        assert out is not None
+        # Separable: the maximum over the window rows (whole rows at a time),
+        # then over its columns; kh + kw - 2 passes instead of kh * kw - 1.
+        rows = x[..., 0::kh, :]
+        for i in range(1, kh):
+            rows = torch.maximum(rows, x[..., i::kh, :])
+        out = rows[..., 0::kw]
+        for j in range(1, kw):
+            out = torch.maximum(out, rows[..., j::kw])
         return out.contiguous()

@@ -542,9 +542,12 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 pass for tensor inputs; None uses all. Default: None
             coalitions_per_batch (int, optional): coalitions evaluated in
                 one forward pass; None picks 1024 to 8192 examples per pass on
-                a CPU, and on a CUDA device as many as fill a quarter of its
-                free memory (at most 512 coalitions). Without truncation, the
-                walks of a round share these passes. Default: None
+                a CPU (32768 on the depth-first incremental path, which holds
+                one coalition of each segment at a time), and on a CUDA
+                device as many as fill a quarter of its free memory (at most
+                512 coalitions). Without truncation, the walks of a round
+                share these passes (except on the depth-first path, which
+                walks one permutation at a time). Default: None
             permutations_per_round (int, optional): permutations between two
                 bandit decisions (and all-reduces when distributed).
                 Default: 8
@@ -679,7 +682,11 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             ):
                 # Only with several player layers do coalitions share segments.
                 game.coalitions_per_batch = auto_coalitions_per_batch(
-                    largest, device, segment_cache=True, bytes_per_example=nbytes
+                    largest,
+                    device,
+                    segment_cache=True,
+                    bytes_per_example=nbytes,
+                    incremental=game.uses_incremental,
                 )
             n_players = game.n_players
             if top_k is not None and top_k >= n_players:
