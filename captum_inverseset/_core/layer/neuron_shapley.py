@@ -196,8 +196,23 @@ class _Stats:
         self.min_marginal.scatter_reduce_(0, players, marginals, reduce="amin")
         self.max_marginal.scatter_reduce_(0, players, marginals, reduce="amax")
 
+    def merge(self, other: "_Stats") -> None:
+        """Add the statistics of other permutations (a round's)."""
+        self.sums += other.sums
+        self.squares += other.squares
+        self.counts += other.counts
+        self.min_marginal = torch.minimum(self.min_marginal, other.min_marginal)
+        self.max_marginal = torch.maximum(self.max_marginal, other.max_marginal)
+        self.n_evaluations += other.n_evaluations
+        self.n_permutations += other.n_permutations
+
     def means(self) -> torch.Tensor:
         return self.sums / self.counts.clamp(min=1)
+
+    def radius(self, delta: float) -> torch.Tensor:
+        """Empirical Bernstein radius of each player's mean at ``delta``."""
+        value_range = (self.max_marginal - self.min_marginal).clamp(min=0)
+        return _bernstein_radius(self.variances(), self.counts, value_range, delta)
 
     def variances(self) -> torch.Tensor:
         n = self.counts
@@ -965,8 +980,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         self, stats: _Stats, top_k: int, delta: float, epsilon: float = 0.0
     ) -> torch.Tensor:
         means = stats.means()
-        value_range = (stats.max_marginal - stats.min_marginal).clamp(min=0)
-        radius = _bernstein_radius(stats.variances(), stats.counts, value_range, delta)
+        radius = stats.radius(delta)
         lower, upper = means - radius, means + radius
         ranked = torch.sort(means, descending=True).values
         kth, next_ = ranked[top_k - 1], ranked[top_k]
@@ -1039,17 +1053,9 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                         )
                 if is_dist:
                     _all_reduce_round(delta_stats)
-                stats.sums += delta_stats.sums
-                stats.squares += delta_stats.squares
-                stats.counts += delta_stats.counts
-                stats.min_marginal = torch.minimum(
-                    stats.min_marginal, delta_stats.min_marginal
-                )
-                stats.max_marginal = torch.maximum(
-                    stats.max_marginal, delta_stats.max_marginal
-                )
-                stats.n_evaluations += delta_stats.n_evaluations
-                stats.n_permutations = last
+                # Every permutation of the round, over all ranks once reduced.
+                stats.merge(delta_stats)
+                assert stats.n_permutations == last
                 bar.update(last - first)
                 if checkpoint is not None and (
                     last - last_saved >= checkpoint_every or last == n_permutations
@@ -1062,10 +1068,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         if top_k is not None:
             settled = self._settled(stats, top_k, delta, epsilon)
         means = stats.means()
-        variances = stats.variances()
-        se = torch.sqrt(variances / stats.counts.clamp(min=1))
-        value_range = (stats.max_marginal - stats.min_marginal).clamp(min=0)
-        radius = _bernstein_radius(variances, stats.counts, value_range, delta)
+        se = torch.sqrt(stats.variances() / stats.counts.clamp(min=1))
+        radius = stats.radius(delta)
         return NeuronShapleyResult(
             values=means,
             standard_errors=se,
