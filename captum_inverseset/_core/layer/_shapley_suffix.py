@@ -437,10 +437,12 @@ class _SkipSameSizePool(nn.Module):
 
 class _TiledMaxPool2d(nn.Module):
     """2-D max pooling over non-overlapping windows as elementwise maxima of
-    strided views (over the window's rows, then its columns): the same values as
-    ``nn.MaxPool2d`` (a maximum is exact), without the index bookkeeping of
-    PyTorch's CPU kernel, which computes the argmax even when nobody asks for
-    it (measured: 0.59 ms against 4.3 ms on 360x32x8x8 with 2x2 windows)."""
+    strided views (over the window's rows, then its columns): the same values
+    as ``nn.MaxPool2d`` (a maximum is exact), without the index bookkeeping
+    of PyTorch's CPU kernel, which computes the argmax even when nobody asks
+    for it (measured on 360x32x8x8 with 2x2 windows, 2 threads: 0.19 ms,
+    against 0.30 ms for the maximum of the four views one at a time and
+    2.0 ms for ``F.max_pool2d``)."""
 
     def __init__(self, pool: nn.MaxPool2d, kernel: Tuple[int, int]) -> None:
         super().__init__()
