@@ -575,8 +575,8 @@ class NeuronGame:
         The masks are compared as Python lists: a row costs a few list
         operations instead of a handful of tensor operations on 1-D masks,
         whose dispatch would cost more than their arithmetic. The rest of the
-        last segment (after its linear front) runs once on the stacked fronts
-        of all the leaves instead of once per leaf.
+        last segment (after its linear front) runs on the leaves' fronts
+        stacked in groups (:class:`_Leaves`), not once per leaf.
         """
         assert self.chain is not None
         levels = []

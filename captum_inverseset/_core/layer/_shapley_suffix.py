@@ -263,6 +263,18 @@ def verify_chain(
     return full.shape == h.shape and torch.allclose(full, h, atol=atol, rtol=1e-4)
 
 
+# Max poolings: a maximum over each window, so they commute with any
+# non-decreasing elementwise function (see _pool_before_activation).
+_MAX_POOLS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+
+
 # Modules whose output channel ``c`` depends only on input channel ``c``
 # (elementwise activations, pooling): a per-channel mask commutes with them,
 # ``f(where(m, h, fill)) == where(m, f(h), f(fill))`` exactly.
@@ -282,12 +294,7 @@ _CHANNELWISE = (
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveAvgPool3d,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
+    *_MAX_POOLS,
 )
 
 
@@ -358,16 +365,6 @@ def split_channelwise_head(
             parent = head.get_submodule(parent_name) if parent_name else head
             setattr(parent, leaf, replacement)
     return head, rest
-
-
-_MAX_POOLS = (
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
 
 
 def _non_decreasing(module: nn.Module) -> bool:
