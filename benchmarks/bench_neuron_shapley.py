@@ -48,6 +48,10 @@ from captum.attr import ShapleyValueSampling
 from torch import nn
 
 from captum_inverseset import NeuronShapley
+from captum_inverseset._core.layer._shapley_checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+)
 from captum_inverseset._core.layer.neuron_shapley import _permutation_seed
 from captum_inverseset.hooks import replace_layer_output
 from captum_inverseset.zoo import digits_classifier, load_digits_dataset
@@ -325,7 +329,8 @@ def main() -> None:
 
         def reference(layers, n_long):
             """Untruncated ``n_long``-permutation run, cached on disk: keyed by
-            the weights and the settings, saved and read as plain tensors."""
+            the weights and the settings, written and read like NeuronShapley's
+            checkpoints (atomically; plain tensors, ``weights_only``)."""
             h = hashlib.sha256()
             for name, t in model.state_dict().items():
                 h.update(name.encode())
@@ -335,9 +340,12 @@ def main() -> None:
                 names[id(m)] for m in (layers if isinstance(layers, list) else [layers])
             ]
             h.update(repr((chosen, n_long, n_small, "loss", 1000)).encode())
-            path = os.path.join(CACHE, f"shapley_reference_{h.hexdigest()[:16]}.pt")
-            if os.path.exists(path) and not args.fresh_reference:
-                return torch.load(path, weights_only=True), True
+            key = h.hexdigest()
+            path = os.path.join(CACHE, f"shapley_reference_{key[:16]}.pt")
+            if not args.fresh_reference:
+                cached = load_checkpoint(path, key)
+                if cached is not None:
+                    return cached, True
             _, ref_st = NeuronShapley(model, layers).attribute(
                 xs, target=ys, metric="loss", n_permutations=n_long, seed=1000,
                 return_stats=True,
@@ -347,10 +355,7 @@ def main() -> None:
                 standard_errors=ref_st.standard_errors,
                 gap=torch.tensor(ref_st.value_full - ref_st.value_empty),
             )
-            os.makedirs(CACHE, exist_ok=True)
-            tmp = path + ".tmp"
-            torch.save(ref, tmp)
-            os.replace(tmp, path)
+            save_checkpoint(path, key, ref)
             return ref, False
 
         def curve_of(layers, ref, tolerance, cap, seed, **extra):
