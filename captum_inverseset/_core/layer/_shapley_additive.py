@@ -121,7 +121,8 @@ class AdditiveStage:
     Args:
         front: the split of the segment after its head.
         fill: the removal value after the head (``0.0`` or a tensor of one
-            example's unit shape).
+            example's unit shape). Kept as ``self.fill``: None for a zero
+            fill, otherwise a tensor of ``unit_shape`` on the weight's device.
         unit_shape: the shape of one example's head output ``(C, ...)``.
     """
 
@@ -132,17 +133,23 @@ class AdditiveStage:
         unit_shape: Tuple[int, ...],
     ) -> None:
         self.front = front
-        self.fill = fill
         self.unit_shape = tuple(unit_shape)
         self.n_channels = unit_shape[0]
         module = front.module
+        weight = module.weight
+        self.fill: Optional[torch.Tensor] = None
+        if isinstance(fill, torch.Tensor) or fill != 0.0:
+            self.fill = (
+                torch.as_tensor(fill, device=weight.device, dtype=weight.dtype)
+                .expand(self.unit_shape)
+                .clone()
+            )
         if isinstance(module, nn.Linear) and not front.flatten:
             if len(unit_shape) != 1:
                 raise ValueError("a linear layer reads the last dimension")
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             if module.in_channels != self.n_channels:
                 raise ValueError("channel count mismatch")
-        weight = module.weight
         with torch.no_grad():
             f = torch.zeros(self.unit_shape, device=weight.device, dtype=weight.dtype)
             self.out_shape = tuple(self.direct(f.unsqueeze(0)).shape[1:])
@@ -155,9 +162,8 @@ class AdditiveStage:
 
     def direct(self, x: torch.Tensor) -> torch.Tensor:
         """The linear module on masked activations (no decomposition)."""
-        if self.front.flatten:
-            x = x.flatten(1)
-        return self.front.module(x)
+        module = self.front.module
+        return self._apply(x, module.weight, module.bias)
 
     def masked(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """:meth:`direct` on ``h`` with the channels where ``keep`` (``(C,)``,
@@ -175,10 +181,8 @@ class AdditiveStage:
         else:
             w = weight * keep.reshape(1, c, *([1] * (weight.dim() - 2)))
         out = self._apply(h, w, module.bias)
-        fill = self.fill
-        if isinstance(fill, torch.Tensor) or fill != 0.0:
-            f = torch.as_tensor(fill, device=weight.device, dtype=weight.dtype)
-            f = f.expand(self.unit_shape)
+        if self.fill is not None:
+            f = self.fill.to(device=weight.device, dtype=weight.dtype)
             removed = (1 - keep).reshape(c, *([1] * (f.dim() - 1))) * f
             out = out + self._apply(removed.unsqueeze(0), weight, None)
         return out
@@ -190,8 +194,8 @@ class AdditiveStage:
         ``D_c`` exactly zero (a dead neuron). Cheaper than reducing every
         ``D_c``: it reads the input and the weight, not the contributions."""
         x = h
-        if isinstance(self.fill, torch.Tensor) or self.fill != 0.0:
-            x = h - torch.as_tensor(self.fill, device=h.device, dtype=h.dtype)
+        if self.fill is not None:
+            x = h - self.fill.to(device=h.device, dtype=h.dtype)
         other = [d for d in range(x.dim()) if d != 1]
         moves = x.abs().amax(dim=other) if other else x.abs()
         weight = self.front.module.weight
@@ -218,10 +222,8 @@ class AdditiveStage:
         removing it adds to the module's output (no bias)."""
         module = self.front.module
         hc = h[:, c : c + 1]
-        if isinstance(self.fill, torch.Tensor):
+        if self.fill is not None:
             hc = hc - self.fill[c : c + 1].to(device=h.device, dtype=h.dtype)
-        elif self.fill != 0.0:
-            hc = hc - self.fill
         n = h.shape[0]
         if isinstance(module, nn.Linear):
             s = math.prod(self.unit_shape[1:])
