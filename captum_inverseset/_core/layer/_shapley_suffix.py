@@ -187,6 +187,17 @@ def split_chain(
     return segments
 
 
+def _replace_submodule(
+    graph_module: fx.GraphModule, target: str, module: nn.Module
+) -> None:
+    """Put ``module`` at ``target`` in ``graph_module``. A graph module has
+    its own containers (only the leaf modules are the model's), so the model
+    is unchanged."""
+    parent_name, _, leaf = target.rpartition(".")
+    parent = graph_module.get_submodule(parent_name) if parent_name else graph_module
+    setattr(parent, leaf, module)
+
+
 # In-place operator functions. torch.fx traces ``x += y`` on a proxy as an
 # out-of-place add, but a graph built otherwise may hold these.
 _INPLACE_OPERATORS = {
@@ -226,9 +237,7 @@ def _out_of_place(segment: fx.GraphModule) -> Optional[fx.GraphModule]:
             if getattr(module, "inplace", False) is True:
                 replacement = copy.copy(module)
                 replacement.inplace = False
-                parent_name, _, leaf = str(n.target).rpartition(".")
-                parent = segment.get_submodule(parent_name) if parent_name else segment
-                setattr(parent, leaf, replacement)
+                _replace_submodule(segment, str(n.target), replacement)
         elif n.op == "call_function" and n.kwargs.get("inplace") is True:
             n.kwargs = {**n.kwargs, "inplace": False}
             recompile = True
@@ -360,10 +369,7 @@ def split_channelwise_head(
         else:
             replacement = _TiledMaxPool2d.wrap(module)
         if replacement is not None:
-            # The graph module has its own containers: the model is unchanged.
-            parent_name, _, leaf = str(n.target).rpartition(".")
-            parent = head.get_submodule(parent_name) if parent_name else head
-            setattr(parent, leaf, replacement)
+            _replace_submodule(head, str(n.target), replacement)
     return head, rest
 
 
