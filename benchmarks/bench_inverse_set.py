@@ -44,7 +44,7 @@ import time
 import torch
 
 from captum_inverseset import NeuronInverseSet
-from captum_inverseset._core.neuron.neuron_inverse_set import mean_pairwise_distance
+from captum_inverseset._utils.distance import mean_pairwise_distance
 from captum_inverseset.hooks import capture_layer
 from captum_inverseset.zoo import digits_classifier, digits_encoder, digits_generator
 

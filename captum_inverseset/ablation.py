@@ -12,12 +12,12 @@ into per-unit rankings to compare Neuron Shapley with.
 from typing import Any, Dict, Optional, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ._core.layer._shapley_game import NeuronGame, auto_coalitions_per_batch
 from ._core.layer.neuron_shapley import NeuronShapley
 from ._utils.hooks import preserve_model_state
-from ._utils.results import InterpretationResult
+from ._utils.results import InterpretationResult, result_dataclass
 from ._utils.validation import check_positive_int, make_generator, model_device
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 
+@result_dataclass
 class AblationCurveResult(InterpretationResult):
     """Metric after removing the top ``k`` units of each ranking.
 
@@ -42,12 +43,13 @@ class AblationCurveResult(InterpretationResult):
         removal (str): ``"mean"`` or ``"zero"``.
     """
 
-    _tensor_fields = ("ks", "curves", "random_mean", "random_std")
-    _meta_fields = ("names", "metric", "removal")
-
-    def __init__(self, **fields: Any) -> None:
-        for name in self._tensor_fields + self._meta_fields:
-            setattr(self, name, fields.get(name))
+    ks: Optional[Tensor] = None
+    curves: Optional[Tensor] = None
+    random_mean: Optional[Tensor] = None
+    random_std: Optional[Tensor] = None
+    names: Any = None
+    metric: Any = None
+    removal: Any = None
 
     def curve(self, name: str) -> torch.Tensor:
         """The curve of one ranking (``"random"`` gives ``random_mean``)."""

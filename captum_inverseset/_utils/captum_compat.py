@@ -101,17 +101,22 @@ def select_neuron(
 def forward_layer_eval(
     forward_func: Callable,
     inputs: Any,
-    layer: torch.nn.Module,
+    layer: Any,
     additional_forward_args: Any = None,
     attribute_to_layer_input: bool = False,
     grad_enabled: bool = False,
-) -> Tuple[torch.Tensor, ...]:
-    """Layer output (or input) for ``inputs`` via Captum's own hooks."""
+    device_ids: Any = None,
+) -> Any:
+    """Layer output (or input) for ``inputs`` via Captum's own hooks; a list
+    of layers gives a list of tuples. Use
+    :func:`captum_inverseset._utils.layer_eval.layer_eval`, which adds clear
+    errors."""
     return _forward_layer_eval(
         forward_func,
         inputs,
         layer,
         additional_forward_args=additional_forward_args,
+        device_ids=device_ids,
         attribute_to_layer_input=attribute_to_layer_input,
         grad_enabled=grad_enabled,
     )

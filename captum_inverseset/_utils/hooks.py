@@ -17,6 +17,7 @@ __all__ = [
     "capture_layer",
     "count_hooks",
     "mask_layer_units",
+    "mask_units",
     "preserve_model_state",
     "replace_layer_output",
 ]
@@ -109,6 +110,50 @@ def replace_layer_output(
         handle.remove()
 
 
+def mask_units(
+    output: torch.Tensor,
+    keep: torch.Tensor,
+    fill: Union[None, float, torch.Tensor] = None,
+) -> torch.Tensor:
+    """The package's one masking rule: keep units where ``keep`` is true and
+    put ``fill`` in the others, *selecting* (``torch.where``), never
+    multiplying, so a removed unit's value (even NaN or infinite) never leaks
+    into the result.
+
+    ``keep`` is ``(G, *unit_prefix)``: one mask per group of examples, where
+    the batch is ``G`` consecutive blocks of equal size (coalition ``g``
+    applies to examples ``g * B .. (g + 1) * B - 1``), and ``unit_prefix`` a
+    prefix of one example's unit shape (``(C,)`` for a conv layer's channels).
+    ``keep`` is read as per-group always, so ``G == C`` is never ambiguous.
+    ``fill`` is None or 0 (zero), a number, or a tensor that broadcasts
+    against one example's units (e.g. the mean activation, ``(C, H, W)``).
+    """
+    unit_shape = output.shape[1:]
+    n_groups = keep.shape[0]
+    if n_groups == 0 or output.shape[0] % n_groups:
+        raise ValueError(
+            f"keep has {n_groups} per-group masks but the layer output batch is "
+            f"{output.shape[0]}, not a multiple of it"
+        )
+    per = tuple(keep.shape[1:])
+    if per != tuple(unit_shape[: len(per)]):
+        raise ValueError(
+            f"keep mask shape {tuple(keep.shape)} does not match layer units "
+            f"{tuple(unit_shape)}"
+        )
+    block = output.shape[0] // n_groups
+    out = output.reshape(n_groups, block, *unit_shape)
+    m = keep if keep.dtype == torch.bool else keep != 0
+    m = m.to(output.device).reshape(
+        n_groups, 1, *per, *([1] * (len(unit_shape) - len(per)))
+    )
+    if fill is None or (not torch.is_tensor(fill) and float(fill) == 0.0):
+        fill_t = output.new_zeros(())
+    else:
+        fill_t = torch.as_tensor(fill, device=output.device, dtype=output.dtype)
+    return torch.where(m, out, fill_t).reshape(output.shape)
+
+
 def apply_unit_mask(
     output: torch.Tensor,
     keep: torch.Tensor,
@@ -116,37 +161,23 @@ def apply_unit_mask(
 ) -> torch.Tensor:
     """Keep the units where ``keep`` is 1 and put ``fill`` elsewhere.
 
-    ``keep`` is either one mask for all examples, shaped like a prefix of the
-    unit shape (``(C,)`` for a conv layer's channels, or ``(C, H, W)`` for every
-    element), or one mask per group of examples, shaped ``(G, *unit_prefix)``,
-    where the batch is ``G`` consecutive blocks of equal size (coalition ``g``
-    applies to examples ``g * B .. (g + 1) * B - 1``). ``fill`` broadcasts
-    against one example's units (e.g. the mean activation, shape ``(C, H, W)``).
-    A fractional ``keep`` interpolates between the unit and ``fill``.
+    ``keep`` holds 0/1 (or bools). It is either one mask for all examples,
+    shaped like a prefix of the unit shape (``(C,)`` for a conv layer's
+    channels, or ``(C, H, W)`` for every element), or one mask per group of
+    examples, shaped ``(G, *unit_prefix)`` (see :func:`mask_units`, which
+    this calls). ``fill`` broadcasts against one example's units (e.g. the
+    mean activation, shape ``(C, H, W)``). Removed units are replaced, not
+    multiplied by zero, so their values never leak.
     """
+    if not torch.is_tensor(keep):
+        raise ValueError(f"keep must be a tensor of 0/1 values, got {type(keep)}")
+    if keep.dtype != torch.bool and not bool(((keep == 0) | (keep == 1)).all()):
+        raise ValueError("keep must hold only 0 and 1 (or bools)")
     unit_shape = output.shape[1:]
-    keep = keep.to(device=output.device, dtype=output.dtype)
-    fill_t = torch.as_tensor(fill, device=output.device, dtype=output.dtype)
     k = keep.dim()
     if k <= len(unit_shape) and tuple(keep.shape) == tuple(unit_shape[:k]):
-        m = keep.reshape(1, *keep.shape, *([1] * (len(unit_shape) - k)))
-        return output * m + fill_t * (1 - m)
-    n_groups = keep.shape[0]
-    if output.shape[0] % n_groups != 0:
-        raise ValueError(
-            f"keep has {n_groups} per-group masks but the layer output batch is "
-            f"{output.shape[0]}, not a multiple of it"
-        )
-    per = keep.shape[1:]
-    if tuple(per) != tuple(unit_shape[: len(per)]):
-        raise ValueError(
-            f"keep mask shape {tuple(keep.shape)} does not match layer units "
-            f"{tuple(unit_shape)}"
-        )
-    block = output.shape[0] // n_groups
-    out = output.reshape(n_groups, block, *unit_shape)
-    m = keep.reshape(n_groups, 1, *per, *([1] * (len(unit_shape) - len(per))))
-    return (out * m + fill_t * (1 - m)).reshape(output.shape)
+        keep = keep.unsqueeze(0)
+    return mask_units(output, keep, fill)
 
 
 @contextmanager

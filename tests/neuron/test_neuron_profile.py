@@ -96,9 +96,13 @@ def test_streaming_dataloader_equals_in_memory(setup):
     in_memory = _profile(model, x, labels=y, batch_size=17)
     loader = DataLoader(TensorDataset(x, y), batch_size=17, shuffle=False)
     streamed = _profile(model, loader)
-    for f in NeuronProfileResult._tensor_fields:
+    compared = 0
+    for f in NeuronProfileResult.field_names():
         a, b = getattr(in_memory, f), getattr(streamed, f)
-        assert torch.equal(a, b), f
+        if torch.is_tensor(a):
+            assert torch.equal(a, b), f
+            compared += 1
+    assert compared >= 13
     # batch size does not change the statistics beyond float rounding
     one_batch = _profile(model, x, labels=y, batch_size=1000)
     assert torch.allclose(one_batch.activations, in_memory.activations, atol=1e-5)

@@ -14,9 +14,10 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from ..._utils.captum_compat import get_module_from_name
+from ..._utils.distance import mean_pairwise_distance
 from ..._utils.hooks import capture_layer, preserve_model_state, replace_layer_output
 from ..._utils.progress import progress
-from ..._utils.results import InterpretationResult
+from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import (
     check_finite,
     check_positive_float,
@@ -38,6 +39,7 @@ class EGBASWarning(UserWarning):
     """Raised as a warning when the tree stops early or a mask is empty."""
 
 
+@result_dataclass
 class EGBASResult(InterpretationResult):
     r"""Samples around a query latent, from :meth:`EGBAS.sample` or
     :meth:`EGBAS.epsilon_sample`.
@@ -65,53 +67,19 @@ class EGBASResult(InterpretationResult):
         epsilon (float or None): the ball radius (epsilon sampling).
     """
 
-    _tensor_fields = (
-        "query",
-        "query_output",
-        "latents",
-        "outputs",
-        "mask",
-        "in_region",
-        "tree",
-    )
-    _meta_fields = (
-        "method",
-        "complete",
-        "n_requested",
-        "n_proposed",
-        "step_size",
-        "epsilon",
-    )
-
-    def __init__(
-        self,
-        query: Tensor,
-        query_output: Tensor,
-        latents: Tensor,
-        outputs: Tensor,
-        mask: Tensor,
-        in_region: Tensor,
-        tree: Tensor,
-        method: str,
-        complete: bool,
-        n_requested: int,
-        n_proposed: int,
-        step_size: Optional[float] = None,
-        epsilon: Optional[float] = None,
-    ) -> None:
-        self.query = query
-        self.query_output = query_output
-        self.latents = latents
-        self.outputs = outputs
-        self.mask = mask
-        self.in_region = in_region
-        self.tree = tree
-        self.method = method
-        self.complete = complete
-        self.n_requested = n_requested
-        self.n_proposed = n_proposed
-        self.step_size = step_size
-        self.epsilon = epsilon
+    query: Optional[Tensor] = None
+    query_output: Optional[Tensor] = None
+    latents: Optional[Tensor] = None
+    outputs: Optional[Tensor] = None
+    mask: Optional[Tensor] = None
+    in_region: Optional[Tensor] = None
+    tree: Optional[Tensor] = None
+    method: Optional[str] = None
+    complete: Optional[bool] = None
+    n_requested: Optional[int] = None
+    n_proposed: Optional[int] = None
+    step_size: Optional[float] = None
+    epsilon: Optional[float] = None
 
     @property
     def n_samples(self) -> int:
@@ -135,7 +103,7 @@ class EGBASResult(InterpretationResult):
     @property
     def mean_pairwise_distance(self) -> float:
         """Mean L2 distance between two samples' latents (the spread)."""
-        return _mean_pairwise_distance(self.latents)
+        return mean_pairwise_distance(self.latents)
 
     @property
     def mean_distance_to_query(self) -> float:
@@ -148,7 +116,7 @@ class EGBASResult(InterpretationResult):
     @property
     def output_diversity(self) -> float:
         """Mean L2 distance between two samples' outputs."""
-        return _mean_pairwise_distance(self.outputs)
+        return mean_pairwise_distance(self.outputs)
 
     @property
     def mask_size(self) -> int:
@@ -267,12 +235,6 @@ class EGBASResult(InterpretationResult):
         ax.legend(loc="best", fontsize="small")
         ax.set_title(title)
         return fig, ax
-
-
-def _mean_pairwise_distance(batch: Tensor) -> float:
-    if batch.shape[0] < 2:
-        return float("nan")
-    return float(torch.pdist(batch.flatten(1).float()).mean())
 
 
 class EGBAS(LayerAttribution):

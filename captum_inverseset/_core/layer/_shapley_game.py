@@ -27,7 +27,7 @@ from ..._utils.captum_compat import (
     expand_additional_forward_args,
     format_additional_forward_args,
 )
-from ..._utils.hooks import capture_layer, replace_layer_output
+from ..._utils.hooks import capture_layer, mask_units, replace_layer_output
 from ._shapley_additive import AdditiveStage, split_linear_front
 from ._shapley_suffix import (
     split_at_layer,
@@ -55,27 +55,10 @@ Batch = Tuple[Tuple[torch.Tensor, ...], Optional[torch.Tensor], Any]
 def group_mask(
     output: torch.Tensor, keep: torch.Tensor, fill: Union[float, torch.Tensor]
 ) -> torch.Tensor:
-    """Mask channels of ``output`` per block: ``keep`` is ``(G, C)``.
-
-    The batch is ``G`` consecutive blocks of equal size, block ``g`` keeps the
-    channels where ``keep[g]`` is 1 and gets ``fill`` (one example's units, or
-    a scalar) elsewhere. Unlike a shape-guessing helper, ``keep`` is always
-    read as per-group, so ``G == C`` is never ambiguous.
-    """
-    n_groups = keep.shape[0]
-    unit_shape = output.shape[1:]
-    if output.shape[0] % n_groups:
-        raise ValueError(
-            f"batch of {output.shape[0]} is not a multiple of {n_groups} coalitions"
-        )
-    block = output.shape[0] // n_groups
-    out = output.reshape(n_groups, block, *unit_shape)
-    m = keep.to(device=output.device, dtype=output.dtype)
-    m = m.reshape(n_groups, 1, unit_shape[0], *([1] * (len(unit_shape) - 1)))
-    if isinstance(fill, float) and fill == 0.0:
-        return (out * m).reshape(output.shape)
-    fill_t = torch.as_tensor(fill, device=output.device, dtype=output.dtype)
-    return (out * m + fill_t * (1 - m)).reshape(output.shape)
+    """Mask channels of ``output`` per block: ``keep`` is ``(G, C)``
+    (:func:`~captum_inverseset._utils.hooks.mask_units`, the package's one
+    masking rule: removed units are replaced, never multiplied)."""
+    return mask_units(output, keep, fill)
 
 
 class _Leaves:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..._utils.hooks import preserve_model_state
 from ..._utils.progress import progress
-from ..._utils.results import InterpretationResult
+from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import check_module, check_positive_int, model_device
 from ..neuron.neuron_profile import (
     DatasetLike,
@@ -35,6 +35,7 @@ def _linear_quantile(values: Tensor, q: float) -> Tensor:
     return sorted_values[:, lo] + frac * (sorted_values[:, hi] - sorted_values[:, lo])
 
 
+@result_dataclass
 class DissectionResult(InterpretationResult):
     r"""Concept scores of a layer's units from :meth:`NetworkDissection.attribute`.
 
@@ -48,12 +49,13 @@ class DissectionResult(InterpretationResult):
         concept_names (list of str): one name per concept column.
     """
 
-    _tensor_fields = ("iou", "intersection", "union", "thresholds", "units")
-    _meta_fields = ("concept_names", "quantile")
-
-    def __init__(self, **fields: Any) -> None:
-        for f in self._tensor_fields + self._meta_fields:
-            setattr(self, f, fields.get(f))
+    iou: Optional[Tensor] = None
+    intersection: Optional[Tensor] = None
+    union: Optional[Tensor] = None
+    thresholds: Optional[Tensor] = None
+    units: Optional[Tensor] = None
+    concept_names: Any = None
+    quantile: Any = None
 
     def _concept_index(self, concept: Union[int, str]) -> int:
         if isinstance(concept, str):

@@ -10,11 +10,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
-from torch import nn
+from torch import Tensor, nn
 
 from ..._utils.captum_compat import format_additional_forward_args, format_inputs
 from ..._utils.progress import progress
-from ..._utils.results import InterpretationResult
+from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import check_positive_float, check_positive_int
 from ._shapley_checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from ._shapley_game import (
@@ -32,6 +32,7 @@ __all__ = ["NeuronShapley", "NeuronShapleyResult"]
 MAX_EXACT_PLAYERS = 20
 
 
+@result_dataclass
 class NeuronShapleyResult(InterpretationResult):
     r"""Shapley values of the players (neurons) with their sampling statistics.
 
@@ -64,34 +65,26 @@ class NeuronShapleyResult(InterpretationResult):
             evaluation up to float rounding).
     """
 
-    _tensor_fields = (
-        "values",
-        "standard_errors",
-        "lower_bounds",
-        "upper_bounds",
-        "counts",
-    )
-    _meta_fields = (
-        "layer_names",
-        "layer_sizes",
-        "n_permutations",
-        "n_evaluations",
-        "n_forward_passes",
-        "value_full",
-        "value_empty",
-        "top_k",
-        "top_k_settled",
-        "exact",
-        "prefix_cache",
-        "segment_cache",
-        "incremental",
-        "metric",
-        "removal",
-    )
-
-    def __init__(self, **fields: Any) -> None:
-        for name in self._tensor_fields + self._meta_fields:
-            setattr(self, name, fields.get(name))
+    values: Optional[Tensor] = None
+    standard_errors: Optional[Tensor] = None
+    lower_bounds: Optional[Tensor] = None
+    upper_bounds: Optional[Tensor] = None
+    counts: Optional[Tensor] = None
+    layer_names: Any = None
+    layer_sizes: Any = None
+    n_permutations: Any = None
+    n_evaluations: Any = None
+    n_forward_passes: Any = None
+    value_full: Any = None
+    value_empty: Any = None
+    top_k: Any = None
+    top_k_settled: Any = None
+    exact: Any = None
+    prefix_cache: Any = None
+    segment_cache: Any = None
+    incremental: Any = None
+    metric: Any = None
+    removal: Any = None
 
     def values_per_layer(self, field: str = "values") -> Tuple[torch.Tensor, ...]:
         """Split a per-player field into one tensor per layer."""

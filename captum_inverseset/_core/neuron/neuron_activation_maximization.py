@@ -15,7 +15,7 @@ from ..._utils.captum_compat import (
 )
 from ..._utils.hooks import capture_layer, preserve_model_state
 from ..._utils.progress import progress
-from ..._utils.results import InterpretationResult
+from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import (
     check_module,
     check_positive_float,
@@ -34,6 +34,7 @@ from .neuron_profile import _per_example
 __all__ = ["ActivationMaximizationResult", "NeuronActivationMaximization"]
 
 
+@result_dataclass
 class ActivationMaximizationResult(InterpretationResult):
     r"""Inputs found by :meth:`NeuronActivationMaximization.attribute`.
 
@@ -50,18 +51,13 @@ class ActivationMaximizationResult(InterpretationResult):
         negative (bool): True when the objective was minimised.
     """
 
-    _tensor_fields = (
-        "inputs",
-        "codes",
-        "history",
-        "initial_objective",
-        "final_objective",
-    )
-    _meta_fields = ("n_steps", "negative")
-
-    def __init__(self, **fields: Any) -> None:
-        for f in self._tensor_fields + self._meta_fields:
-            setattr(self, f, fields.get(f))
+    inputs: Optional[Tensor] = None
+    codes: Optional[Tensor] = None
+    history: Optional[Tensor] = None
+    initial_objective: Optional[Tensor] = None
+    final_objective: Optional[Tensor] = None
+    n_steps: Any = None
+    negative: Any = None
 
     def plot(self, fig_size: Tuple[float, float] = (10, 4), **grid_kwargs):
         """The optimised inputs (when images) beside the objective curve.

@@ -29,9 +29,10 @@ from ..._utils.captum_compat import (
     run_forward,
     select_neuron,
 )
+from ..._utils.distance import mean_pairwise_distance
 from ..._utils.hooks import preserve_model_state
 from ..._utils.progress import progress
-from ..._utils.results import InterpretationResult
+from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import (
     check_module,
     check_positive_float,
@@ -317,6 +318,7 @@ class _StopForward(Exception):
     """Raised by our hooks once every constrained layer has been seen."""
 
 
+@result_dataclass
 class InverseSetResult(InterpretationResult):
     r"""A sample of a neuron's inverse set.
 
@@ -343,20 +345,17 @@ class InverseSetResult(InterpretationResult):
         elapsed_s (float): wall-clock seconds of the sampling.
     """
 
-    _tensor_fields = (
-        "inputs",
-        "codes",
-        "activations",
-        "constraint_activations",
-        "feasible",
-        "encodings",
-        "steps",
-    )
-    _meta_fields = ("activation_ranges", "constraint_method", "batch_size", "elapsed_s")
-
-    def __init__(self, **fields: Any) -> None:
-        for f in self._tensor_fields + self._meta_fields:
-            setattr(self, f, fields.get(f))
+    inputs: Optional[Tensor] = None
+    codes: Optional[Tensor] = None
+    activations: Optional[Tensor] = None
+    constraint_activations: Optional[Tensor] = None
+    feasible: Optional[Tensor] = None
+    encodings: Optional[Tensor] = None
+    steps: Optional[Tensor] = None
+    activation_ranges: Any = None
+    constraint_method: Any = None
+    batch_size: Any = None
+    elapsed_s: Any = None
 
     @property
     def activation_range(self) -> Tuple[float, float]:
@@ -473,18 +472,6 @@ class InverseSetResult(InterpretationResult):
         ax.legend(loc="best", fontsize=7)
         ax.set_title(title)
         return fig, ax
-
-
-def mean_pairwise_distance(x: Tensor, chunk_size: int = 256) -> float:
-    """Mean Euclidean distance over pairs ``i != j`` of rows of ``x``, in chunks."""
-    x = x.detach().reshape(x.shape[0], -1).double()
-    n = x.shape[0]
-    if n < 2:
-        return 0.0
-    total = 0.0
-    for start in range(0, n, chunk_size):
-        total += float(torch.cdist(x[start : start + chunk_size], x).sum())
-    return total / (n * (n - 1))
 
 
 class NeuronInverseSet(NeuronAttribution, GradientAttribution):

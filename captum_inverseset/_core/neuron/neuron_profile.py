@@ -21,7 +21,7 @@ from ..._utils.captum_compat import (
 )
 from ..._utils.hooks import capture_layer, preserve_model_state
 from ..._utils.progress import progress
-from ..._utils.results import InterpretationResult
+from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import check_module, check_positive_int, model_device
 
 __all__ = ["NeuronProfile", "NeuronProfileResult"]
@@ -172,6 +172,7 @@ def _merge_extreme(
 # ---------------------------------------------------------------------------
 
 
+@result_dataclass
 class NeuronProfileResult(InterpretationResult):
     r"""What :meth:`NeuronProfile.attribute` found out about a neuron.
 
@@ -197,28 +198,23 @@ class NeuronProfileResult(InterpretationResult):
         n_examples (int): number of examples.
     """
 
-    _tensor_fields = (
-        "activations",
-        "histogram",
-        "bin_edges",
-        "top_indices",
-        "top_activations",
-        "top_examples",
-        "bottom_indices",
-        "bottom_activations",
-        "bottom_examples",
-        "quantiles",
-        "quantile_activations",
-        "quantile_indices",
-        "quantile_examples",
-        "class_means",
-        "class_counts",
-    )
-    _meta_fields = ("n_examples", "neuron")
-
-    def __init__(self, **fields: Any) -> None:
-        for f in self._tensor_fields + self._meta_fields:
-            setattr(self, f, fields.get(f))
+    activations: Optional[Tensor] = None
+    histogram: Optional[Tensor] = None
+    bin_edges: Optional[Tensor] = None
+    top_indices: Optional[Tensor] = None
+    top_activations: Optional[Tensor] = None
+    top_examples: Optional[Tensor] = None
+    bottom_indices: Optional[Tensor] = None
+    bottom_activations: Optional[Tensor] = None
+    bottom_examples: Optional[Tensor] = None
+    quantiles: Optional[Tensor] = None
+    quantile_activations: Optional[Tensor] = None
+    quantile_indices: Optional[Tensor] = None
+    quantile_examples: Optional[Tensor] = None
+    class_means: Optional[Tensor] = None
+    class_counts: Optional[Tensor] = None
+    n_examples: Any = None
+    neuron: Any = None
 
     def quantile(self, q: Union[float, Sequence[float]]) -> Tensor:
         """Exact (linearly interpolated) quantile(s) of :attr:`activations`."""
