@@ -1,4 +1,5 @@
-"""Shipped models: small digits classifier, generator and encoder."""
+"""Shipped models (digits classifier, generator and encoder) and loaders of
+real pretrained weights that ship inside PyPI packages (the face DCGAN)."""
 
 from .digits import (
     LATENT_DIM,
@@ -13,8 +14,20 @@ from .digits import (
     load_weights,
     weights_path,
 )
+from .faces import (
+    FACE_LATENT_DIM,
+    FaceDCGANGenerator,
+    face_dcgan,
+    face_dcgan_available,
+    face_dcgan_weights_path,
+)
 
 __all__ = [
+    "FACE_LATENT_DIM",
+    "FaceDCGANGenerator",
+    "face_dcgan",
+    "face_dcgan_available",
+    "face_dcgan_weights_path",
     "LATENT_DIM",
     "DigitsClassifier",
     "DigitsDataset",

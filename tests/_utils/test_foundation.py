@@ -104,3 +104,16 @@ def test_check_memory_names_the_argument():
     with pytest.raises(ValueError, match="n_bins=1000000000000 needs about"):
         check_memory("n_bins", 10**12, 8 * 10**12)
     check_memory("n_bins", 10, 80)
+
+
+def test_renamed_kwargs_warn_and_forward():
+    from captum_inverseset._utils.deprecation import renamed_kwargs
+
+    @renamed_kwargs(labels="target")
+    def f(target=None):
+        return target
+
+    with pytest.warns(FutureWarning, match="labels= is deprecated, use target="):
+        assert f(labels=3) == 3
+    with pytest.raises(TypeError, match="both"):
+        f(labels=1, target=2)
