@@ -51,6 +51,7 @@ CASES = [
         make_method=EGBAS,
         call=_call_attribute,
         call_bad_selector=_bad_n_samples,
+        bad_call_errors=(ValueError,),
     ),
     Case(
         id="EGBAS-digits_generator-fc1-sample",
@@ -59,6 +60,7 @@ CASES = [
         make_method=EGBAS,
         call=_call_sample,
         call_bad_selector=_bad_mask,
+        bad_call_errors=(ValueError,),
     ),
     Case(
         id="EGBAS-digits_generator-deconv1-epsilon",

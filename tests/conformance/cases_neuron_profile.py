@@ -97,6 +97,7 @@ CASES = [
         call_bad_selector=lambda m, model: m.attribute(
             _images(_DIGITS), _masks((12, 2, 8, 8)), units=[999]
         ),
+        bad_call_errors=(ValueError, IndexError),
     ),
     Case(
         id="NetworkDissection-resnet18",
@@ -109,5 +110,6 @@ CASES = [
         call_bad_selector=lambda m, model: m.attribute(
             _images(_RESNET), _masks((2, 3, 32, 32)), units=[999]
         ),
+        bad_call_errors=(ValueError, IndexError),
     ),
 ]

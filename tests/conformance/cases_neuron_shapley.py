@@ -53,6 +53,7 @@ CASES = [
         make_method=lambda model, layer: NeuronShapley(model, [model.conv1, layer]),
         call=_call_digits,
         call_bad_selector=_bad_digits,
+        bad_call_errors=(ValueError,),
     ),
     Case(
         id="NeuronShapley-resnet18",
@@ -63,5 +64,6 @@ CASES = [
         ),
         call=_call_resnet,
         call_bad_selector=_bad_resnet,
+        bad_call_errors=(ValueError,),
     ),
 ]

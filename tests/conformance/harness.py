@@ -6,13 +6,21 @@ checks raise ``AssertionError`` with a message naming what was left behind.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from captum_inverseset._utils.captum_compat import get_module_from_name
 from captum_inverseset._utils.hooks import count_hooks
+
+
+# What Captum's own selection raises for an out-of-range selector: an
+# IndexError from indexing, or the AssertionError of ``_verify_select_column``
+# for too many indices. Anything else (a TypeError from our own code, a
+# RuntimeError from a shape mismatch) means the selector was not handled as
+# Captum handles it.
+CAPTUM_SELECTOR_ERRORS = (IndexError, AssertionError)
 
 
 @dataclass
@@ -26,8 +34,12 @@ class Case:
         layer: dotted name of the layer inside the model.
         make_method: (model, layer) -> method instance.
         call: (method, model, seed) -> result (tensor, tuple or result object).
-        call_bad_selector: (method, model) -> None; must raise. None when the
-            method takes no neuron selector.
+        call_bad_selector: (method, model) -> None; must raise. For a method
+            with a neuron selector, an out-of-range selector; for one without,
+            an out-of-range argument. None when there is no such call.
+        bad_call_errors: the exception types ``call_bad_selector`` may raise:
+            Captum's selector errors by default, ``(ValueError,)`` for an
+            out-of-range argument of a method without a selector.
         extra_models: () -> dict of other modules the method receives (e.g. a
             generator) whose state must be preserved too; built once per check
             and passed to make_method through ``case.extras``.
@@ -39,20 +51,45 @@ class Case:
     make_method: Callable[..., Any]
     call: Callable[..., Any]
     call_bad_selector: Optional[Callable[..., Any]] = None
+    bad_call_errors: Tuple[type, ...] = CAPTUM_SELECTOR_ERRORS
     make_extras: Callable[[], Dict[str, nn.Module]] = field(default=lambda: {})
+
+
+_GLOBAL_HOOK_DICTS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+    "_global_buffer_registration_hooks",
+    "_global_module_registration_hooks",
+    "_global_parameter_registration_hooks",
+)
+
+
+def _global_hooks() -> Dict[str, int]:
+    """Hooks registered for every module (``nn.modules.module.register_module_*``)."""
+    from torch.nn.modules import module as module_mod
+
+    return {
+        name: len(getattr(module_mod, name))
+        for name in _GLOBAL_HOOK_DICTS
+        if hasattr(module_mod, name)
+    }
 
 
 def _snapshot(models: List[nn.Module]) -> dict:
     return {
         "params": [
-            [(n, p.detach().clone()) for n, p in m.named_parameters()] for m in models
+            {n: p.detach().clone() for n, p in m.named_parameters()} for m in models
         ],
         "buffers": [
-            [(n, b.detach().clone()) for n, b in m.named_buffers()] for m in models
+            {n: b.detach().clone() for n, b in m.named_buffers()} for m in models
         ],
         "training": [[sub.training for sub in m.modules()] for m in models],
         "requires_grad": [[p.requires_grad for p in m.parameters()] for m in models],
         "hooks": [count_hooks(m) for m in models],
+        "global_hooks": _global_hooks(),
+        "grad_enabled": torch.is_grad_enabled(),
     }
 
 
@@ -61,13 +98,27 @@ def _assert_same_state(before: dict, after: dict, what: str) -> None:
         f"{what}: hooks left behind (counts before {before['hooks']}, "
         f"after {after['hooks']})"
     )
+    assert before["global_hooks"] == after["global_hooks"], (
+        f"{what}: global module hooks left behind ({before['global_hooks']} -> "
+        f"{after['global_hooks']})"
+    )
     for key in ("params", "buffers"):
-        for mb, ma in zip(before[key], after[key]):
-            for (name, tb), (_, ta) in zip(mb, ma):
-                assert torch.equal(tb, ta), f"{what}: {key[:-1]} {name} changed"
+        for mb, ma in zip(before[key], after[key], strict=True):
+            added, removed = set(ma) - set(mb), set(mb) - set(ma)
+            assert not added and not removed, (
+                f"{what}: {key} added {sorted(added)} / removed {sorted(removed)}"
+            )
+            for name, tb in mb.items():
+                ta = ma[name]
+                assert tb.shape == ta.shape and torch.equal(tb, ta), (
+                    f"{what}: {key[:-1]} {name} changed"
+                )
     assert before["training"] == after["training"], f"{what}: training flag changed"
     assert before["requires_grad"] == after["requires_grad"], (
         f"{what}: requires_grad changed"
+    )
+    assert before["grad_enabled"] == after["grad_enabled"], (
+        f"{what}: torch.is_grad_enabled() changed"
     )
 
 
@@ -134,17 +185,18 @@ def check_success(case: Case, device: Optional[torch.device] = None) -> None:
 
 
 def check_bad_selector(case: Case, device: Optional[torch.device] = None) -> None:
-    """An out-of-range neuron selector raises and leaves nothing behind."""
+    """An out-of-range neuron selector raises Captum's error and leaves nothing
+    behind."""
     if case.call_bad_selector is None:
         return
     model, models, method = _prepare(case, device)
     before = _snapshot(models)
-    raised = False
+    raised = None
     try:
         case.call_bad_selector(method, model)
-    except (AssertionError, IndexError, ValueError, RuntimeError):
-        raised = True
-    assert raised, "an out-of-range neuron selector did not raise"
+    except case.bad_call_errors as err:
+        raised = err
+    assert raised is not None, "an out-of-range neuron selector did not raise"
     _assert_same_state(before, _snapshot(models), "after a bad neuron selector")
 
 
@@ -173,4 +225,16 @@ def check_layer_error(case: Case, device: Optional[torch.device] = None) -> None
     _assert_same_state(before, _snapshot(models), "after an erroring layer")
 
 
-ALL_CHECKS = [check_success, check_bad_selector, check_layer_error]
+def check_global_rng(case: Case, device: Optional[torch.device] = None) -> None:
+    """The call draws its randomness from its own ``torch.Generator`` (its
+    seed), not from the global generator: the user's random stream is left
+    where it was."""
+    model, models, method = _prepare(case, device)
+    state = torch.random.get_rng_state()
+    case.call(method, model, 0)
+    assert torch.equal(state, torch.random.get_rng_state()), (
+        "the call consumed the global torch random generator"
+    )
+
+
+ALL_CHECKS = [check_success, check_bad_selector, check_layer_error, check_global_rng]

@@ -7,7 +7,13 @@ from torch import nn
 from captum_inverseset._utils.captum_compat import forward_layer_eval, select_neuron
 from captum_inverseset._utils.hooks import capture_layer, preserve_model_state
 
-from .harness import Case, check_bad_selector, check_layer_error, check_success
+from .harness import (
+    Case,
+    check_bad_selector,
+    check_global_rng,
+    check_layer_error,
+    check_success,
+)
 
 
 def _tiny():
@@ -74,6 +80,47 @@ class SwallowsErrors(GoodMethod):
             return torch.zeros(len(inputs))
 
 
+class AddsParameter(GoodMethod):
+    """Registers a new parameter: comparing parameters pairwise with zip
+    would not see it."""
+
+    def attribute(self, inputs, neuron_selector, seed=0):
+        if not hasattr(self.model, "extra"):
+            self.model.register_parameter("extra", nn.Parameter(torch.zeros(1)))
+        return super().attribute(inputs, neuron_selector, seed)
+
+
+class GlobalHookLeak(GoodMethod):
+    """Leaves a global forward hook (on every module) behind."""
+
+    def attribute(self, inputs, neuron_selector, seed=0):
+        from torch.nn.modules.module import register_module_forward_hook
+
+        register_module_forward_hook(lambda m, i, o: None)
+        return super().attribute(inputs, neuron_selector, seed)
+
+
+class WrongSelectorError(GoodMethod):
+    """Refuses a bad selector with its own TypeError, not Captum's error."""
+
+    def attribute(self, inputs, neuron_selector, seed=0):
+        if neuron_selector[0] >= 3:
+            raise TypeError("bad selector")
+        return super().attribute(inputs, neuron_selector, seed)
+
+
+class ConsumesGlobalRNG(GoodMethod):
+    def attribute(self, inputs, neuron_selector, seed=0):
+        torch.manual_seed(seed)
+        return super().attribute(inputs, neuron_selector, seed) + 0 * torch.rand(())
+
+
+class LeavesGradDisabled(GoodMethod):
+    def attribute(self, inputs, neuron_selector, seed=0):
+        torch.set_grad_enabled(False)
+        return super().attribute(inputs, neuron_selector, seed)
+
+
 def _case(cls):
     return Case(
         id=cls.__name__,
@@ -90,6 +137,7 @@ def test_good_method_passes_all_checks():
     check_success(case)
     check_bad_selector(case)
     check_layer_error(case)
+    check_global_rng(case)
 
 
 @pytest.mark.parametrize(
@@ -101,11 +149,25 @@ def test_good_method_passes_all_checks():
         (ChangesWeights, check_success, "changed"),
         (UnseededMethod, check_success, "same seed"),
         (SwallowsErrors, check_layer_error, "swallowed"),
+        (AddsParameter, check_success, r"params added \['extra'\]"),
+        (GlobalHookLeak, check_success, "global module hooks left behind"),
+        (WrongSelectorError, check_bad_selector, "bad selector"),
+        (ConsumesGlobalRNG, check_global_rng, "global torch random generator"),
+        (LeavesGradDisabled, check_success, "is_grad_enabled"),
     ],
 )
 def test_harness_catches_broken_method(cls, check, message):
-    with pytest.raises(AssertionError, match=message):
-        check(_case(cls))
+    from torch.nn.modules import module as module_mod
+
+    global_hooks = dict(module_mod._global_forward_hooks)
+    grad = torch.is_grad_enabled()
+    try:
+        with pytest.raises((AssertionError, TypeError), match=message):
+            check(_case(cls))
+    finally:
+        module_mod._global_forward_hooks.clear()
+        module_mod._global_forward_hooks.update(global_hooks)
+        torch.set_grad_enabled(grad)
 
 
 def test_capture_layer_removes_hook_on_error():
