@@ -14,7 +14,6 @@ from torch import nn
 from captum_inverseset._utils.captum_compat import get_module_from_name
 from captum_inverseset._utils.hooks import count_hooks
 
-
 # What Captum's own selection raises for an out-of-range selector: an
 # IndexError from indexing, or the AssertionError of ``_verify_select_column``
 # for too many indices. Anything else (a TypeError from our own code, a
