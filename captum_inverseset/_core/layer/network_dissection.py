@@ -8,16 +8,19 @@ from captum.attr import LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from ..._utils.data import DatasetLike, count_batches, is_tensor_data, iter_batches
 from ..._utils.hooks import preserve_model_state
+from ..._utils.memory import available_memory, check_memory, format_bytes
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult, result_dataclass
-from ..._utils.validation import check_module, check_positive_int, model_device
-from ..neuron.neuron_profile import (
-    DatasetLike,
-    _iter_batches,
-    _layer_output,
-    _n_batches,
+from ..._utils.validation import (
+    check_finite_inputs,
+    check_module,
+    check_number,
+    check_positive_int,
+    model_device,
 )
+from ..neuron.neuron_profile import _layer_output
 
 __all__ = ["DissectionResult", "NetworkDissection"]
 
@@ -33,6 +36,103 @@ def _linear_quantile(values: Tensor, q: float) -> Tensor:
     hi = min(lo + 1, values.shape[1] - 1)
     frac = pos - lo
     return sorted_values[:, lo] + frac * (sorted_values[:, hi] - sorted_values[:, lo])
+
+
+def _check_units(units: Any) -> Optional[Tensor]:
+    if units is None:
+        return None
+    if torch.is_tensor(units):
+        if units.device.type == "meta":
+            raise ValueError("units is a meta tensor: it holds no values")
+        if units.is_floating_point() or units.dtype == torch.bool:
+            raise ValueError(f"units must be channel indices (ints), got {units}")
+        units = units.reshape(-1).tolist()
+    if isinstance(units, (str, bytes)) or not hasattr(units, "__iter__"):
+        raise ValueError(f"units must be a sequence of channel indices, got {units!r}")
+    units = list(units)
+    if not units:
+        raise ValueError("units must be a non-empty sequence of channels")
+    for u in units:
+        if isinstance(u, bool) or not isinstance(u, int):
+            raise ValueError(f"units must hold ints (channel indices), got {u!r}")
+    return torch.tensor(units, dtype=torch.long)
+
+
+def _check_thresholds(thresholds: Any) -> Optional[Tensor]:
+    if thresholds is None:
+        return None
+    if torch.is_tensor(thresholds):
+        check_finite_inputs("thresholds", thresholds)
+        t = thresholds
+    else:
+        try:
+            t = torch.as_tensor(thresholds)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"thresholds must be a tensor of numbers, got {thresholds!r}"
+            ) from None
+    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"thresholds must hold numbers, got dtype {t.dtype}")
+    t = t.detach().to("cpu", torch.float32)
+    check_finite_inputs("thresholds", t)
+    if t.dim() != 1:
+        raise ValueError(
+            f"thresholds must be one value per unit (1-D), got shape {tuple(t.shape)}"
+        )
+    return t
+
+
+# Bytes per activation the threshold pass holds: the float32 chunks, their
+# concatenation, the sorted copy and its int64 indices.
+_THRESHOLD_BYTES = 20
+# Upper bound of one IoU chunk's float64 work arrays.
+_IOU_CHUNK_BYTES = 64 * 2**20
+
+
+def _check_threshold_memory(inputs: Any, maps: Tensor, n_batches: Optional[int]):
+    """Raise before the threshold pass collects more than it can hold."""
+    if is_tensor_data(inputs):
+        first = inputs if torch.is_tensor(inputs) else inputs[0]
+        n_total = first.shape[0]
+    elif n_batches is not None:
+        n_total = n_batches * maps.shape[0]
+    else:
+        return
+    need = _THRESHOLD_BYTES * maps[0].numel() * n_total
+    budget = 0.5 * available_memory()
+    if need > budget:
+        raise ValueError(
+            f"inputs: the threshold pass keeps every activation of the "
+            f"{maps.shape[1]} units ({format_bytes(need)} for {n_total} "
+            f"examples), more than {format_bytes(budget)}; pass thresholds= "
+            "(e.g. computed on a subset), fewer units=, or fewer inputs"
+        )
+
+
+def _batch_counts(
+    maps: Tensor, masks: Tensor, thresholds: Tensor, upsample_mode: str
+) -> Tuple[Tensor, Tensor]:
+    """``(U, K)`` intersections and unions of one batch, in example chunks
+    small enough that the upsampled maps never exceed a fixed budget."""
+    n, n_units = maps.shape[:2]
+    size = masks.shape[-2:]
+    per_example = 8 * (n_units + masks.shape[1]) * size.numel() * 2
+    step = max(1, int(_IOU_CHUNK_BYTES // max(per_example, 1)))
+    check_memory("concept_masks", tuple(masks.shape), per_example, maps.device)
+    inter = union = None
+    for start in range(0, n, step):
+        part = maps[start : start + step]
+        if upsample_mode == "bilinear":
+            up = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+        else:
+            up = F.interpolate(part, size=size, mode="nearest")
+        active = (up > thresholds[None, :, None, None]).to(torch.float64)
+        labels = masks[start : start + step].to(torch.float64)
+        i = torch.einsum("nuhw,nkhw->uk", active, labels)
+        u = active.sum((0, 2, 3))[:, None] + labels.sum((0, 2, 3))[None] - i
+        inter = i if inter is None else inter + i
+        union = u if union is None else union + u
+    return inter, union
 
 
 @result_dataclass
@@ -209,20 +309,28 @@ class NetworkDissection(LayerAttribution):
             >>> result = dissection.attribute(images, masks, ["stroke", "hole"])
             >>> units, iou = result.rank_units("hole", k=3)
         """
-        if not 0.0 < float(quantile) < 1.0:
-            raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+        quantile = check_number(
+            "quantile", quantile, 0.0, 1.0, strict_minimum=True, strict_maximum=True
+        )
         if upsample_mode not in ("bilinear", "nearest"):
             raise ValueError(
                 f"upsample_mode must be 'bilinear' or 'nearest', got {upsample_mode!r}"
             )
         batch_size = check_positive_int("batch_size", batch_size)
-        if concept_masks is not None and not torch.is_tensor(concept_masks):
-            raise ValueError("concept_masks must be a tensor (N, K, H, W)")
-        unit_index = None
-        if units is not None:
-            unit_index = torch.as_tensor(list(units), dtype=torch.long)
-            if unit_index.dim() != 1 or unit_index.numel() == 0:
-                raise ValueError("units must be a non-empty sequence of channels")
+        if concept_masks is not None:
+            if not torch.is_tensor(concept_masks):
+                raise ValueError("concept_masks must be a tensor (N, K, H, W)")
+            if concept_masks.device.type == "meta":
+                raise ValueError("concept_masks is a meta tensor: it holds no values")
+        unit_index = _check_units(units)
+        thresholds_given = _check_thresholds(thresholds)
+        if concept_names is not None and (
+            isinstance(concept_names, str)
+            or not all(isinstance(c, str) for c in concept_names)
+        ):
+            raise ValueError(
+                f"concept_names must be a sequence of str, got {concept_names!r}"
+            )
         device = model_device(self.forward_func)
 
         def unit_maps(batch: Tuple[Tensor, ...]) -> Tensor:
@@ -248,13 +356,15 @@ class NetworkDissection(LayerAttribution):
                 out = out[:, unit_index.to(out.device)]
             return out.detach()
 
-        n_batches = _n_batches(inputs, batch_size)
+        n_batches = count_batches(inputs, batch_size)
         with preserve_model_state(self.forward_func), torch.no_grad():
-            if thresholds is None:
+            if thresholds_given is None:
                 chunks = []
                 with progress(n_batches, show_progress, "Dissection thresholds") as bar:
                     for batch, _ in self._batches(inputs, concept_masks, batch_size):
                         maps = unit_maps(batch).float().cpu()
+                        if not chunks:
+                            _check_threshold_memory(inputs, maps, n_batches)
                         chunks.append(maps.transpose(0, 1).reshape(maps.shape[1], -1))
                         bar.update()
                 if not chunks:
@@ -262,7 +372,7 @@ class NetworkDissection(LayerAttribution):
                 thresholds_t = _linear_quantile(torch.cat(chunks, 1), float(quantile))
                 del chunks
             else:
-                thresholds_t = torch.as_tensor(thresholds, dtype=torch.float32)
+                thresholds_t = thresholds_given
             intersection = union = None
             seen = 0
             with progress(n_batches, show_progress, "Dissection IoU") as bar:
@@ -274,24 +384,14 @@ class NetworkDissection(LayerAttribution):
                             f"({maps.shape[1]}), got {tuple(thresholds_t.shape)}"
                         )
                     masks = self._check_masks(masks, maps.shape[0]).to(maps.device)
-                    size = masks.shape[-2:]
-                    if upsample_mode == "bilinear":
-                        up = F.interpolate(
-                            maps, size=size, mode="bilinear", align_corners=False
-                        )
-                    else:
-                        up = F.interpolate(maps, size=size, mode="nearest")
-                    active = (up > thresholds_t.to(up.device)[None, :, None, None]).to(
-                        torch.float64
+                    inter, union_part = _batch_counts(
+                        maps, masks, thresholds_t.to(maps.device), upsample_mode
                     )
-                    labels = masks.to(torch.float64)
-                    inter = torch.einsum("nuhw,nkhw->uk", active, labels)
-                    sizes = active.sum((0, 2, 3))[:, None] + labels.sum((0, 2, 3))[None]
                     if intersection is None:
                         intersection = torch.zeros_like(inter)
                         union = torch.zeros_like(inter)
                     intersection += inter
-                    union += sizes - inter
+                    union += union_part
                     seen += maps.shape[0]
                     bar.update()
         if seen == 0:
@@ -320,7 +420,7 @@ class NetworkDissection(LayerAttribution):
 
     @staticmethod
     def _batches(inputs: DatasetLike, concept_masks: Optional[Tensor], bs: int):
-        return _iter_batches(inputs, concept_masks, bs, "concept_masks")
+        return iter_batches(inputs, concept_masks, bs, "concept_masks")
 
     @staticmethod
     def _check_masks(masks: Optional[Tensor], n: int) -> Tensor:

@@ -14,10 +14,14 @@ from ..._utils.captum_compat import (
     select_neuron,
 )
 from ..._utils.hooks import capture_layer, preserve_model_state
+from ..._utils.layer_eval import normalize_selector
+from ..._utils.memory import check_memory
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import (
+    check_finite_inputs,
     check_module,
+    check_number,
     check_positive_float,
     check_positive_int,
     make_generator,
@@ -250,22 +254,28 @@ class NeuronActivationMaximization(NeuronAttribution, GradientAttribution):
             if not callable(objective):
                 raise ValueError("objective must be a Lucent objective (a callable)")
             objective = as_objective(objective)
-        if not isinstance(parameterization, nn.Module) or not hasattr(
-            parameterization, "random_codes"
+        if not isinstance(parameterization, nn.Module) or not (
+            hasattr(parameterization, "random_codes")
+            and hasattr(parameterization, "code_shape")
         ):
             raise ValueError(
-                "parameterization must be an nn.Module with random_codes(), e.g. "
+                "parameterization must be an nn.Module with code_shape and "
+                "random_codes(), e.g. "
                 "captum_inverseset.param.BoxParameterization"
             )
+        if neuron_selector is not None:
+            neuron_selector = normalize_selector(neuron_selector)
         n_inputs = check_positive_int("n_inputs", n_inputs)
         n_steps = check_positive_int("n_steps", n_steps)
         lr = check_positive_float("lr", lr)
-        for name, w in (
-            ("total_variation_weight", total_variation_weight),
-            ("frequency_weight", frequency_weight),
-        ):
-            if not isinstance(w, (int, float)) or w < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {w!r}")
+        total_variation_weight = check_number(
+            "total_variation_weight", total_variation_weight, minimum=0.0
+        )
+        frequency_weight = check_number(
+            "frequency_weight", frequency_weight, minimum=0.0
+        )
+        if not isinstance(negative, bool):
+            raise ValueError(f"negative must be True or False, got {negative!r}")
         if transforms is not None and not (
             callable(transforms)
             or (
@@ -276,6 +286,13 @@ class NeuronActivationMaximization(NeuronAttribution, GradientAttribution):
             raise ValueError("transforms must be a callable or a list of callables")
 
         device = model_device(self.forward_func)
+        code_shape = tuple(parameterization.code_shape)
+        code_numel = 1
+        for size in code_shape:
+            code_numel *= int(size)
+        # codes, their gradient and Adam's two moments, in float32
+        check_memory("n_inputs", n_inputs, 16 * n_inputs * code_numel, device)
+        check_memory("n_steps", n_steps, 4 * n_steps)
         generator = make_generator(seed)
         if init_codes is None:
             codes = parameterization.random_codes(
@@ -284,12 +301,13 @@ class NeuronActivationMaximization(NeuronAttribution, GradientAttribution):
         else:
             if not torch.is_tensor(init_codes) or tuple(init_codes.shape) != (
                 n_inputs,
-                *tuple(parameterization.code_shape),
+                *code_shape,
             ):
                 raise ValueError(
                     "init_codes must be a tensor of shape (n_inputs, *code_shape) = "
-                    f"{(n_inputs, *tuple(parameterization.code_shape))}"
+                    f"{(n_inputs, *code_shape)}"
                 )
+            check_finite_inputs("init_codes", init_codes)
             codes = init_codes.to(device)
         codes = codes.detach().clone().requires_grad_(True)
         args = format_additional_forward_args(additional_forward_args)

@@ -6,7 +6,7 @@ top-k/bottom-k of the inputs, and summarises the neuron as a histogram, top-k
 and bottom-k examples, examples at chosen quantiles and per-class means.
 """
 
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.attr import NeuronAttribution
@@ -19,91 +19,30 @@ from ..._utils.captum_compat import (
     format_inputs,
     select_neuron,
 )
+from ..._utils.data import (
+    DatasetLike,
+    count_batches,
+    format_target,
+    is_tensor_data,
+    iter_batches,
+)
 from ..._utils.hooks import capture_layer, preserve_model_state
+from ..._utils.layer_eval import normalize_selector
+from ..._utils.memory import available_memory, check_memory
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult, result_dataclass
-from ..._utils.validation import check_module, check_positive_int, model_device
+from ..._utils.validation import (
+    check_module,
+    check_number,
+    check_positive_int,
+    model_device,
+)
 
 __all__ = ["NeuronProfile", "NeuronProfileResult"]
-
-DatasetLike = Union[Tensor, Tuple[Tensor, ...], Any]
-
 
 # ---------------------------------------------------------------------------
 # helpers shared by the dataset-streaming classes of this folder
 # ---------------------------------------------------------------------------
-
-
-def _is_tensor_data(inputs: Any) -> bool:
-    return torch.is_tensor(inputs) or (
-        isinstance(inputs, tuple) and len(inputs) > 0 and torch.is_tensor(inputs[0])
-    )
-
-
-def _iter_batches(
-    inputs: DatasetLike,
-    extra: Optional[Tensor],
-    batch_size: int,
-    extra_name: str,
-) -> Iterator[Tuple[Tuple[Tensor, ...], Optional[Tensor]]]:
-    """Yield ``(inputs_tuple, extra_or_None)`` batches.
-
-    ``inputs`` is a tensor or a tuple of tensors (chunked by ``batch_size``,
-    ``extra`` chunked alongside), or an iterable of batches (a DataLoader) whose
-    items are ``x`` or ``(x, extra)`` with ``x`` a tensor or tuple of tensors.
-    """
-    if _is_tensor_data(inputs):
-        tensors = format_inputs(inputs)
-        n = tensors[0].shape[0]
-        if any(t.shape[0] != n for t in tensors):
-            raise ValueError("inputs: all tensors must have the same first dimension")
-        if extra is not None and extra.shape[0] != n:
-            raise ValueError(
-                f"{extra_name} has {extra.shape[0]} entries but inputs has {n}"
-            )
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            yield (
-                tuple(t[sl] for t in tensors),
-                None if extra is None else extra[sl],
-            )
-        return
-    if extra is not None:
-        raise ValueError(
-            f"{extra_name} must be None when inputs is a DataLoader: yield "
-            f"(inputs, {extra_name}) batches instead"
-        )
-    try:
-        iterator = iter(inputs)
-    except TypeError:
-        raise ValueError(
-            "inputs must be a tensor, a tuple of tensors or an iterable of batches "
-            f"(e.g. a DataLoader), got {type(inputs).__name__}"
-        ) from None
-    for batch in iterator:
-        if torch.is_tensor(batch):
-            yield (batch,), None
-        elif isinstance(batch, (list, tuple)) and len(batch) >= 1:
-            x = batch[0]
-            yield (
-                format_inputs(tuple(x) if isinstance(x, list) else x),
-                (batch[1] if len(batch) > 1 else None),
-            )
-        else:
-            raise ValueError(
-                "every batch of inputs must be a tensor or an (inputs, "
-                f"{extra_name}) pair, got {type(batch).__name__}"
-            )
-
-
-def _n_batches(inputs: DatasetLike, batch_size: int) -> Optional[int]:
-    if _is_tensor_data(inputs):
-        n = format_inputs(inputs)[0].shape[0]
-        return -(-n // batch_size)
-    try:
-        return len(inputs)
-    except TypeError:
-        return None
 
 
 def _layer_output(
@@ -133,16 +72,59 @@ def _per_example(values: Tensor, n: int, what: str = "neuron_selector") -> Tenso
     return values.reshape(n, -1).sum(1)
 
 
-def _check_quantiles(quantiles: Sequence[float]) -> Tuple[float, ...]:
-    try:
-        qs = tuple(float(q) for q in quantiles)
-    except (TypeError, ValueError):
+def _n_examples(inputs: Any) -> int:
+    first = inputs if torch.is_tensor(inputs) else inputs[0]
+    return first.shape[0] if first.dim() else 0
+
+
+def _check_finite_activations(acts: Tensor, offset: int) -> None:
+    """The model must give the neuron a finite value on every (finite) input:
+    a NaN would end up as the top activation and in NaN histogram edges."""
+    bad = ~torch.isfinite(acts)
+    if bool(bad.any()):
+        first = offset + int(bad.nonzero()[0, 0])
         raise ValueError(
-            f"quantiles must be a sequence of numbers, got {quantiles!r}"
-        ) from None
-    if any(not 0.0 <= q <= 1.0 for q in qs):
-        raise ValueError(f"quantiles must lie in [0, 1], got {qs}")
-    return qs
+            f"the neuron's activation is NaN or infinite on {int(bad.sum())} "
+            f"example(s) of inputs (first: example {first}); the model produces "
+            "non-finite values there"
+        )
+
+
+def _check_quantiles(quantiles: Sequence[float]) -> Tuple[float, ...]:
+    if isinstance(quantiles, (str, bytes)) or not hasattr(quantiles, "__iter__"):
+        raise ValueError(
+            f"quantiles must be a sequence of numbers in [0, 1], got {quantiles!r}"
+        )
+    return tuple(
+        check_number(f"quantiles[{i}]", q, 0.0, 1.0) for i, q in enumerate(quantiles)
+    )
+
+
+def _check_hist_range(hist_range: Any) -> Optional[Tuple[float, float]]:
+    if hist_range is None:
+        return None
+    if not isinstance(hist_range, (tuple, list)) or len(hist_range) != 2:
+        raise ValueError(f"hist_range must be (low, high), got {hist_range!r}")
+    lo = check_number("hist_range[0]", hist_range[0])
+    hi = check_number("hist_range[1]", hist_range[1])
+    if not lo < hi:
+        raise ValueError(
+            f"hist_range must be (low, high) with low < high, got {hist_range!r}"
+        )
+    return lo, hi
+
+
+def _check_labels(labels: Any, n: int) -> Tensor:
+    """Class labels of ``n`` examples as a long tensor on the CPU."""
+    if torch.is_tensor(labels) and labels.device.type == "meta":
+        raise ValueError("labels is a meta tensor: it holds no values")
+    return format_target(labels, n, torch.device("cpu"), name="labels")
+
+
+# Bytes per histogram bin: float64 edges, their bucketize copy, int64 counts.
+_BYTES_PER_BIN = 32
+# Bytes per class of the per-class means: float64 sums and int64 counts.
+_BYTES_PER_CLASS = 16
 
 
 def _merge_extreme(
@@ -470,23 +452,21 @@ class NeuronProfile(NeuronAttribution):
         """
         k = check_positive_int("k", k)
         n_bins = check_positive_int("n_bins", n_bins)
+        check_memory("n_bins", n_bins, _BYTES_PER_BIN * (n_bins + 1))
         batch_size = check_positive_int("batch_size", batch_size)
         qs = _check_quantiles(quantiles)
-        if hist_range is not None:
-            try:
-                ok = len(hist_range) == 2 and float(hist_range[0]) < float(
-                    hist_range[1]
-                )
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(
-                    f"hist_range must be (low, high) with low < high, got {hist_range}"
-                )
+        hist_lims = _check_hist_range(hist_range)
         if n_classes is not None:
             n_classes = check_positive_int("n_classes", n_classes)
-        if labels is not None and not torch.is_tensor(labels):
-            raise ValueError("labels must be a tensor of integer class indices")
+            check_memory("n_classes", n_classes, _BYTES_PER_CLASS * n_classes)
+        neuron_selector = normalize_selector(neuron_selector)
+        if labels is not None:
+            if not is_tensor_data(inputs):
+                raise ValueError(
+                    "labels must be None when inputs is a DataLoader: yield "
+                    "(inputs, labels) batches instead"
+                )
+            labels = _check_labels(labels, _n_examples(inputs))
 
         device = model_device(self.forward_func)
         values: List[Tensor] = []
@@ -497,10 +477,10 @@ class NeuronProfile(NeuronAttribution):
             preserve_model_state(self.forward_func),
             torch.no_grad(),
             progress(
-                _n_batches(inputs, batch_size), show_progress, "NeuronProfile"
+                count_batches(inputs, batch_size), show_progress, "NeuronProfile"
             ) as bar,
         ):
-            for batch, batch_labels in _iter_batches(
+            for batch, batch_labels in iter_batches(
                 inputs, labels, batch_size, "labels"
             ):
                 batch = tuple(t.to(device) for t in batch)
@@ -514,13 +494,14 @@ class NeuronProfile(NeuronAttribution):
                 )
                 acts = _per_example(select_neuron(out, neuron_selector), n)
                 acts = acts.detach().float().cpu()
+                _check_finite_activations(acts, offset)
                 idx = torch.arange(offset, offset + n)
                 examples = batch[0].detach().cpu()
                 top = _merge_extreme(top, acts, idx, examples, k, largest=True)
                 bottom = _merge_extreme(bottom, acts, idx, examples, k, largest=False)
                 values.append(acts)
                 if batch_labels is not None:
-                    label_chunks.append(torch.as_tensor(batch_labels).reshape(-1).cpu())
+                    label_chunks.append(_check_labels(batch_labels, n))
                 offset += n
                 bar.update()
         if offset == 0:
@@ -529,8 +510,8 @@ class NeuronProfile(NeuronAttribution):
 
         # histogram (numpy.histogram's bins, computed in float64)
         lo, hi = (
-            (float(hist_range[0]), float(hist_range[1]))
-            if hist_range is not None
+            hist_lims
+            if hist_lims is not None
             else (float(activations.min()), float(activations.max()))
         )
         if lo == hi:
@@ -557,14 +538,22 @@ class NeuronProfile(NeuronAttribution):
 
         class_means = class_counts = None
         if label_chunks:
-            all_labels = torch.cat(label_chunks).long()
-            if all_labels.shape[0] != offset:
-                raise ValueError("labels must give one label per example")
-            if bool((all_labels < 0).any()):
-                raise ValueError("labels must be non-negative class indices")
-            n_cls = n_classes or int(all_labels.max()) + 1
-            if int(all_labels.max()) >= n_cls:
-                raise ValueError(f"labels contain a class >= n_classes ({n_cls})")
+            all_labels = torch.cat(label_chunks)
+            if n_classes is None:
+                n_cls = int(all_labels.max()) + 1
+                if _BYTES_PER_CLASS * n_cls > 0.5 * available_memory():
+                    raise ValueError(
+                        f"labels has class index {n_cls - 1}: the per-class "
+                        "means would not fit in memory; pass n_classes or "
+                        "check the labels"
+                    )
+            else:
+                n_cls = n_classes
+                if int(all_labels.max()) >= n_cls:
+                    raise ValueError(
+                        f"labels has class index {int(all_labels.max())}, but "
+                        f"n_classes is {n_cls} (valid: 0 to {n_cls - 1})"
+                    )
             class_counts = torch.bincount(all_labels, minlength=n_cls)
             sums = torch.zeros(n_cls, dtype=torch.float64).index_add_(
                 0, all_labels, activations.double()
@@ -603,12 +592,12 @@ class NeuronProfile(NeuronAttribution):
         """First input tensor of the examples at ``indices`` (dataset order)."""
         if indices.numel() == 0:
             return None
-        if _is_tensor_data(inputs):
+        if is_tensor_data(inputs):
             return format_inputs(inputs)[0][indices].detach().cpu()
         # A DataLoader cannot be indexed: walk it again and pick the examples.
         wanted = {int(i): [] for i in indices.unique()}
         offset = 0
-        for batch, _ in _iter_batches(inputs, None, batch_size, "labels"):
+        for batch, _ in iter_batches(inputs, None, batch_size, "labels"):
             n = batch[0].shape[0]
             for i in wanted:
                 if offset <= i < offset + n:
