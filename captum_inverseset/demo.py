@@ -176,7 +176,7 @@ def run_demo(
 
     # -- Neuron profile + inverse set ----------------------------------------
     neuron = 3
-    profile = NeuronProfile(model, model.fc2).attribute(
+    profile = NeuronProfile(model, model.fc2).interpret(
         data.train_inputs.to(device), neuron, labels=data.train_labels.to(device)
     )
     band = profile.activation_range(0.9, 1.0)

@@ -279,14 +279,14 @@ def test_errors_of_the_package_and_of_the_users_model_keep_their_traceback(
     tmp_path, monkeypatch
 ):
     # a bug in our own code is not a user error: it propagates
-    import captum_inverseset.cli as cli
+    import captum_inverseset._cli_support as support
 
     def broken(*args, **kwargs):
         raise KeyError("bug")
 
     argv = ["egbas", "--generator", "captum_inverseset.zoo:digits_generator"]
     argv += ["--layer", "fc1", "--n-samples", "2", "--quiet", "--device", "cpu"]
-    monkeypatch.setattr(cli, "_write_outputs", broken)
+    monkeypatch.setattr(support, "write_outputs", broken)
     with pytest.raises(KeyError, match="bug"):
         main([*argv, "--out", str(tmp_path / "a")])
     monkeypatch.undo()

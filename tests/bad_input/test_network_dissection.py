@@ -35,11 +35,12 @@ def _nan_x():
     return x
 
 
-class _Huge(nn.Module):
-    """An activation map far too large to keep (a zero-cost expanded view)."""
-
-    def forward(self, x):
-        return x[:, :1, :1, :1].expand(x.shape[0], 4096, 65536, 65536)
+def _run(model, layer, *args, **kwargs):
+    # interpret() is the verb since issue 17; attribute() before it. The
+    # fallback lets this file run on 35150b8, where issue 14 counts its cases.
+    method = NetworkDissection(model, layer)
+    verb = getattr(method, "interpret", None) or method.attribute
+    return verb(*args, **kwargs)
 
 
 CASES = [
@@ -99,18 +100,24 @@ def test_bad_input_raises_naming_the_argument(make_inputs, kwargs, match):
     kwargs = dict(kwargs)
     masks = kwargs.pop("concept_masks", _masks())
     with pytest.raises(ValueError, match=match):
-        NetworkDissection(model, model[1]).attribute(make_inputs(), masks, **kwargs)
+        _run(model, model[1], make_inputs(), masks, **kwargs)
     assert model.training and count_hooks(model) == 0
 
 
-def test_threshold_pass_that_cannot_fit_is_refused_up_front():
-    model = nn.Sequential(_Huge())
-    masks = torch.zeros(N, 1, 4, 4, dtype=torch.bool)
+def test_threshold_pass_that_cannot_fit_is_refused_up_front(monkeypatch):
+    # the pass keeps every activation (6 x 3 x 4 x 4 floats plus the sort):
+    # with 1 KB of memory available it must refuse before the first pass
+    import captum_inverseset._core.layer.network_dissection as module
+
+    monkeypatch.setattr(module, "available_memory", lambda *a: 1024, raising=False)
+    model = _model()
     with pytest.raises(ValueError, match="thresholds="):
-        NetworkDissection(model, model[0]).attribute(_x(), masks)
+        _run(model, model[1], _x(), _masks())
+    # with the thresholds given there is no such pass
+    _run(model, model[1], _x(), _masks(), thresholds=torch.zeros(3))
 
 
 def test_meta_model_is_refused():
     model = _model().to("meta")
     with pytest.raises(ValueError, match="meta"):
-        NetworkDissection(model, model[1]).attribute(_x(), _masks())
+        _run(model, model[1], _x(), _masks())

@@ -54,6 +54,14 @@ class _NaNAt(nn.Module):
         return out
 
 
+def _run(model, layer, *args, **kwargs):
+    # interpret() is the verb since issue 17; attribute() before it. The
+    # fallback lets this file run on 35150b8, where issue 14 counts its cases.
+    method = NeuronProfile(model, layer)
+    verb = getattr(method, "interpret", None) or method.attribute
+    return verb(*args, **kwargs)
+
+
 # (id, inputs factory, kwargs, message fragment naming the argument)
 CASES = [
     ("nan-inputs", _nan_x, {}, "inputs.*NaN or infinite"),
@@ -116,14 +124,14 @@ def test_bad_input_raises_naming_the_argument(make_inputs, kwargs, match):
     kwargs = dict(kwargs)
     selector = kwargs.pop("neuron_selector", 1)
     with pytest.raises(ValueError, match=match):
-        NeuronProfile(model, model[3]).attribute(make_inputs(), selector, **kwargs)
+        _run(model, model[3], make_inputs(), selector, **kwargs)
     assert model.training and count_hooks(model) == 0
 
 
 def test_meta_model_is_refused():
     model = _model().to("meta")
     with pytest.raises(ValueError, match="meta"):
-        NeuronProfile(model, model[3]).attribute(_x(), 1)
+        _run(model, model[3], _x(), 1)
 
 
 def test_non_finite_activation_is_refused():
@@ -132,4 +140,4 @@ def test_non_finite_activation_is_refused():
     x = _x()
     x[5, 0, 0, 0] = 0.95
     with pytest.raises(ValueError, match="example 5"):
-        NeuronProfile(model, model[0]).attribute(x, 0)
+        _run(model, model[0], x, 0)

@@ -4,12 +4,13 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from captum.attr import LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
 from ..._utils.data import DatasetLike, count_batches, is_tensor_data, iter_batches
+from ..._utils.deprecation import deprecated_alias
 from ..._utils.hooks import preserve_model_state
+from ..._utils.layer_eval import layer_eval
 from ..._utils.memory import available_memory, check_memory, format_bytes
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult, result_dataclass
@@ -20,7 +21,6 @@ from ..._utils.validation import (
     check_positive_int,
     model_device,
 )
-from ..neuron.neuron_profile import _layer_output
 
 __all__ = ["DissectionResult", "NetworkDissection"]
 
@@ -137,7 +137,7 @@ def _batch_counts(
 
 @result_dataclass
 class DissectionResult(InterpretationResult):
-    r"""Concept scores of a layer's units from :meth:`NetworkDissection.attribute`.
+    r"""Concept scores of a layer's units from :meth:`NetworkDissection.interpret`.
 
     Attributes:
         iou (Tensor): ``(n_units, n_concepts)`` dataset-wide IoU of each unit
@@ -220,7 +220,7 @@ class DissectionResult(InterpretationResult):
         return fig, ax
 
 
-class NetworkDissection(LayerAttribution):
+class NetworkDissection:
     r"""Network Dissection (Bau et al., 2017): IoU of units with concepts.
 
     For every unit (channel) :math:`u` of a convolutional layer, the
@@ -243,8 +243,9 @@ class NetworkDissection(LayerAttribution):
         forward_func (Callable or torch.nn.Module): the model or its forward
             function.
         layer (torch.nn.Module): a layer with output ``(N, C, H, W)``.
-        device_ids (list of int, optional): kept for Captum compatibility.
-            Default: None
+        device_ids (list of int, optional): the devices of a
+            ``DataParallel`` forward function, passed to Captum's layer
+            evaluation. Default: None
     """
 
     def __init__(
@@ -253,11 +254,14 @@ class NetworkDissection(LayerAttribution):
         layer: nn.Module,
         device_ids: Optional[List[int]] = None,
     ) -> None:
-        check_module("layer", layer)
-        LayerAttribution.__init__(self, forward_func, layer, device_ids)
+        if not callable(forward_func):
+            raise ValueError("forward_func must be a callable (the model)")
+        self.forward_func = forward_func
+        self.layer = check_module("layer", layer)
+        self.device_ids = device_ids
 
     @log_usage(part_of_slo=True)
-    def attribute(
+    def interpret(
         self,
         inputs: DatasetLike,
         concept_masks: Optional[Tensor] = None,
@@ -306,7 +310,7 @@ class NetworkDissection(LayerAttribution):
         Examples::
 
             >>> dissection = NetworkDissection(model, model.relu2)
-            >>> result = dissection.attribute(images, masks, ["stroke", "hole"])
+            >>> result = dissection.interpret(images, masks, ["stroke", "hole"])
             >>> units, iou = result.rank_units("hole", k=3)
         """
         quantile = check_number(
@@ -334,13 +338,20 @@ class NetworkDissection(LayerAttribution):
         device = model_device(self.forward_func)
 
         def unit_maps(batch: Tuple[Tensor, ...]) -> Tensor:
-            out = _layer_output(
+            outs = layer_eval(
                 self.forward_func,
-                self.layer,
                 tuple(t.to(device) for t in batch),
+                self.layer,
                 additional_forward_args,
-                attribute_to_layer_input,
+                attribute_to_layer_input=attribute_to_layer_input,
+                device_ids=self.device_ids,
             )
+            if len(outs) != 1:
+                raise ValueError(
+                    f"NetworkDissection needs a layer with one output tensor, got "
+                    f"{len(outs)}"
+                )
+            out = outs[0]
             if not torch.is_tensor(out) or out.dim() != 4:
                 raise ValueError(
                     "NetworkDissection needs a layer with (N, C, H, W) output, got "
@@ -417,6 +428,11 @@ class NetworkDissection(LayerAttribution):
             concept_names=[str(c) for c in concept_names],
             quantile=float(quantile),
         )
+
+    @deprecated_alias("interpret")
+    def attribute(self, *args: Any, **kwargs: Any) -> DissectionResult:
+        """Deprecated spelling of :meth:`interpret` (a ``FutureWarning``):
+        dissection scores a layer's units, it attributes nothing."""
 
     @staticmethod
     def _batches(inputs: DatasetLike, concept_masks: Optional[Tensor], bs: int):

@@ -6,19 +6,13 @@ top-k/bottom-k of the inputs, and summarises the neuron as a histogram, top-k
 and bottom-k examples, examples at chosen quantiles and per-class means.
 """
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
-from captum.attr import NeuronAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ..._utils.captum_compat import (
-    NeuronSelector,
-    format_additional_forward_args,
-    format_inputs,
-    select_neuron,
-)
+from ..._utils.captum_compat import NeuronSelector, format_inputs
 from ..._utils.data import (
     DatasetLike,
     count_batches,
@@ -26,50 +20,20 @@ from ..._utils.data import (
     is_tensor_data,
     iter_batches,
 )
-from ..._utils.hooks import capture_layer, preserve_model_state
-from ..._utils.layer_eval import normalize_selector
+from ..._utils.deprecation import deprecated_alias
+from ..._utils.hooks import preserve_model_state
+from ..._utils.layer_eval import layer_eval, normalize_selector, select_neuron_values
 from ..._utils.memory import available_memory, check_memory
 from ..._utils.progress import progress
-from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import (
     check_module,
     check_number,
     check_positive_int,
     model_device,
 )
+from .neuron_profile_result import NeuronProfileResult
 
 __all__ = ["NeuronProfile", "NeuronProfileResult"]
-
-# ---------------------------------------------------------------------------
-# helpers shared by the dataset-streaming classes of this folder
-# ---------------------------------------------------------------------------
-
-
-def _layer_output(
-    forward_func: Callable,
-    layer: nn.Module,
-    inputs: Tuple[Tensor, ...],
-    additional_forward_args: Any,
-    attribute_to_layer_input: bool,
-) -> Tensor:
-    """One forward pass; returns ``layer``'s output (or first input)."""
-    args = format_additional_forward_args(additional_forward_args)
-    with capture_layer(layer, capture_input=attribute_to_layer_input) as cap:
-        if args is None:
-            forward_func(*inputs)
-        else:
-            forward_func(*inputs, *args)
-    return cap.input if attribute_to_layer_input else cap.output
-
-
-def _per_example(values: Tensor, n: int, what: str = "neuron_selector") -> Tensor:
-    """Reduce a selector's output to one scalar per example (sum of the rest)."""
-    if values.dim() == 0 or values.shape[0] != n:
-        raise ValueError(
-            f"{what} must give one value per example (first dimension {n}), "
-            f"got shape {tuple(values.shape)}"
-        )
-    return values.reshape(n, -1).sum(1)
 
 
 def _n_examples(inputs: Any) -> int:
@@ -149,192 +113,7 @@ def _merge_extreme(
     return values[order], indices[order], examples[order]
 
 
-# ---------------------------------------------------------------------------
-# result
-# ---------------------------------------------------------------------------
-
-
-@result_dataclass
-class NeuronProfileResult(InterpretationResult):
-    r"""What :meth:`NeuronProfile.attribute` found out about a neuron.
-
-    Attributes:
-        activations (Tensor): ``(N,)`` the neuron's activation on every example,
-            in dataset order.
-        histogram (Tensor): ``(n_bins,)`` counts; bin ``i`` holds the values in
-            ``[bin_edges[i], bin_edges[i + 1])``, the last bin also its right
-            edge (``numpy.histogram``'s convention).
-        bin_edges (Tensor): ``(n_bins + 1,)`` float64 edges.
-        top_indices, top_activations, top_examples (Tensor): the ``k`` examples
-            with the largest activations (largest first; ties: lower index
-            first) and their first input tensor.
-        bottom_indices, bottom_activations, bottom_examples (Tensor): the same
-            for the smallest activations (smallest first).
-        quantiles (Tensor): the requested quantile levels ``(Q,)``.
-        quantile_activations, quantile_indices, quantile_examples (Tensor): the
-            example of nearest rank :math:`\mathrm{round}(q (N - 1))` in
-            ascending order for each level.
-        class_means, class_counts (Tensor or None): ``(n_classes,)`` mean
-            activation and number of examples per label, when labels were given
-            (NaN mean for a class with no example).
-        n_examples (int): number of examples.
-    """
-
-    activations: Optional[Tensor] = None
-    histogram: Optional[Tensor] = None
-    bin_edges: Optional[Tensor] = None
-    top_indices: Optional[Tensor] = None
-    top_activations: Optional[Tensor] = None
-    top_examples: Optional[Tensor] = None
-    bottom_indices: Optional[Tensor] = None
-    bottom_activations: Optional[Tensor] = None
-    bottom_examples: Optional[Tensor] = None
-    quantiles: Optional[Tensor] = None
-    quantile_activations: Optional[Tensor] = None
-    quantile_indices: Optional[Tensor] = None
-    quantile_examples: Optional[Tensor] = None
-    class_means: Optional[Tensor] = None
-    class_counts: Optional[Tensor] = None
-    n_examples: Any = None
-    neuron: Any = None
-
-    def quantile(self, q: Union[float, Sequence[float]]) -> Tensor:
-        """Exact (linearly interpolated) quantile(s) of :attr:`activations`."""
-        qt = torch.as_tensor(q, dtype=torch.float64)
-        if bool(((qt < 0) | (qt > 1)).any()):
-            raise ValueError(f"q must lie in [0, 1], got {q!r}")
-        return torch.quantile(self.activations.double(), qt)
-
-    def activation_range(
-        self, low: float = 0.99, high: Optional[float] = 1.0
-    ) -> Tuple[float, float]:
-        r"""The band of dataset activations between two quantiles, ``(z1, z2)``.
-
-        Pass it as ``activation_range`` to the samplers (e.g.
-        :class:`~captum_inverseset.NeuronInverseSet`): ``low=0.99, high=1.0``
-        is the band of the top 1% of dataset activations.
-
-        Args:
-            low (float, optional): lower quantile level. Default: 0.99
-            high (float or None, optional): upper quantile level; None gives an
-                unbounded band ``(z1, inf)``. Default: 1.0
-
-        Returns:
-            tuple of float: ``(z1, z2)`` with ``z1 <= z2``.
-        """
-        if high is not None and not 0.0 <= low <= high <= 1.0:
-            raise ValueError(
-                f"low and high must satisfy 0 <= low <= high <= 1, got {low}, {high}"
-            )
-        z1 = float(self.quantile(low))
-        z2 = float("inf") if high is None else float(self.quantile(high))
-        return (z1, z2)
-
-    # -- plots ---------------------------------------------------------------
-
-    def plot_histogram(self, plt_fig_axis: Optional[Tuple] = None, **bar_kwargs):
-        """Histogram of the activations. Returns ``(fig, ax)``."""
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt_fig_axis if plt_fig_axis is not None else plt.subplots()
-        edges = self.bin_edges.numpy()
-        ax.bar(
-            edges[:-1],
-            self.histogram.numpy(),
-            width=edges[1:] - edges[:-1],
-            align="edge",
-            **bar_kwargs,
-        )
-        ax.set_xlabel("activation")
-        ax.set_ylabel("examples")
-        ax.set_title("activation histogram")
-        return fig, ax
-
-    def plot_examples(
-        self,
-        which: str = "top",
-        plt_fig_axis: Optional[Tuple] = None,
-        **grid_kwargs,
-    ):
-        """Grid of the ``"top"``, ``"bottom"`` or ``"quantile"`` examples."""
-        from ...visualization import visualize_image_grid
-
-        if which not in ("top", "bottom", "quantile"):
-            raise ValueError(
-                f"which must be 'top', 'bottom' or 'quantile', got {which!r}"
-            )
-        images = getattr(self, f"{which}_examples")
-        acts = getattr(
-            self,
-            "quantile_activations" if which == "quantile" else f"{which}_activations",
-        )
-        if which == "quantile":
-            titles = [
-                f"q={float(q):.2f}: {float(a):.2f}"
-                for q, a in zip(self.quantiles, acts)
-            ]
-        else:
-            titles = [f"{float(a):.2f}" for a in acts]
-        if images is None or images.dim() != 4:
-            raise ValueError("the examples are not images (N, C, H, W)")
-        grid_kwargs.setdefault("vmin", None)
-        grid_kwargs.setdefault("vmax", None)
-        return visualize_image_grid(
-            images,
-            titles=titles,
-            title=f"{which} examples",
-            plt_fig_axis=plt_fig_axis,
-            **grid_kwargs,
-        )
-
-    def plot_class_means(self, plt_fig_axis: Optional[Tuple] = None):
-        """Bar chart of the mean activation per class."""
-        import matplotlib.pyplot as plt
-
-        if self.class_means is None:
-            raise ValueError("no labels were given, so there are no class means")
-        fig, ax = plt_fig_axis if plt_fig_axis is not None else plt.subplots()
-        ax.bar(range(len(self.class_means)), self.class_means.numpy())
-        ax.set_xlabel("class")
-        ax.set_ylabel("mean activation")
-        ax.set_title("mean activation per class")
-        return fig, ax
-
-    def plot(self, fig_size: Tuple[float, float] = (12, 7)):
-        """Summary figure: histogram, class means, top/bottom/quantile examples.
-
-        Example panels are drawn only when the examples are images.
-
-        Returns:
-            ``(fig, axes)``
-        """
-        import matplotlib.pyplot as plt
-
-        images = self.top_examples is not None and self.top_examples.dim() == 4
-        fig, axes = plt.subplots(2, 3, figsize=fig_size)
-        self.plot_histogram(plt_fig_axis=(fig, axes[0, 0]))
-        if self.class_means is not None:
-            self.plot_class_means(plt_fig_axis=(fig, axes[0, 1]))
-        else:
-            axes[0, 1].axis("off")
-        for ax, which in zip(
-            (axes[0, 2], axes[1, 0], axes[1, 1]), ("top", "bottom", "quantile")
-        ):
-            if images:
-                self.plot_examples(which, plt_fig_axis=(fig, ax))
-            else:
-                ax.axis("off")
-        axes[1, 2].axis("off")
-        fig.tight_layout()
-        return fig, axes
-
-
-# ---------------------------------------------------------------------------
-# method
-# ---------------------------------------------------------------------------
-
-
-class NeuronProfile(NeuronAttribution):
+class NeuronProfile:
     r"""Dataset examples and activation statistics of one neuron.
 
     For a neuron chosen with a Captum neuron selector, streams a dataset
@@ -351,9 +130,17 @@ class NeuronProfile(NeuronAttribution):
     * the per-class mean :math:`\bar a_c = \frac{1}{|I_c|}\sum_{i \in I_c}
       a_i`, which shows the classes the neuron discriminates.
 
-    A channel is profiled with a slice selector, e.g. ``(c, slice(None),
-    slice(None))`` sums channel ``c`` over space (Captum's convention), or
-    with a callable such as ``lambda out: out[:, c].mean((1, 2))``.
+    The neuron selector follows the package's one rule (Captum's
+    selection): an int or a tuple of ints must index exactly one value per
+    example; slices in a tuple sum a region per example, so a channel is
+    profiled with ``(c, slice(None), slice(None))`` (channel ``c`` summed over
+    space, Captum's convention) or with a callable such as
+    ``lambda out: out[:, c].mean((1, 2))``. A selector that leaves several
+    values per example (``5`` on a convolutional output) is refused with a
+    ``ValueError`` instead of being summed silently.
+
+    Inputs holding NaN or an infinity are refused (a ``ValueError`` naming
+    ``inputs``), and so is a model that gives the neuron a non-finite value.
 
     The result's :meth:`NeuronProfileResult.activation_range` turns dataset
     quantiles into the ``activation_range`` of the samplers.
@@ -362,14 +149,18 @@ class NeuronProfile(NeuronAttribution):
     concept scores of a layer's units are :class:`NetworkDissection`: each is
     its own class because each answers a different question with different
     inputs (a dataset, a parameterization, a dataset with concept masks), as
-    Captum keeps one method per class.
+    Captum keeps one method per class. Their answer is a report, not an
+    attribution, so they are not Captum ``Attribution`` subclasses and their
+    verb is :meth:`interpret` (as ``captum.concept.TCAV.interpret``);
+    ``attribute()`` remains as a deprecated alias.
 
     Args:
         forward_func (Callable or torch.nn.Module): the model or its forward
             function.
         layer (torch.nn.Module): the layer whose output holds the neuron.
-        device_ids (list of int, optional): kept for Captum compatibility
-            (DataParallel). Default: None
+        device_ids (list of int, optional): the devices of a
+            ``DataParallel`` forward function, passed to Captum's layer
+            evaluation to gather the layer's outputs. Default: None
     """
 
     def __init__(
@@ -378,11 +169,14 @@ class NeuronProfile(NeuronAttribution):
         layer: nn.Module,
         device_ids: Optional[List[int]] = None,
     ) -> None:
-        check_module("layer", layer)
-        NeuronAttribution.__init__(self, forward_func, layer, device_ids)
+        if not callable(forward_func):
+            raise ValueError("forward_func must be a callable (the model)")
+        self.forward_func = forward_func
+        self.layer = check_module("layer", layer)
+        self.device_ids = device_ids
 
     @log_usage(part_of_slo=True)
-    def attribute(
+    def interpret(
         self,
         inputs: DatasetLike,
         neuron_selector: NeuronSelector,
@@ -407,10 +201,11 @@ class NeuronProfile(NeuronAttribution):
                 ``y`` the labels; it is iterated once, and a second time (in
                 the same order, so no shuffling) when ``quantiles`` is not
                 empty.
-            neuron_selector (int, tuple or Callable): Captum's neuron selector
-                on the layer output (an int or tuple of ints/slices, slices
-                summed per example, or a callable returning one value per
-                example).
+            neuron_selector (int, tuple, slice or Callable): Captum's neuron
+                selector on the layer output: an int or tuple indexing one
+                value per example (slices sum a region), or a callable
+                returning one value per example. An out-of-range index
+                raises Captum's own error.
             labels (Tensor, optional): ``(N,)`` integer labels of tensor
                 inputs, for the per-class means. Default: None
             additional_forward_args (Any, optional): extra arguments of the
@@ -443,7 +238,7 @@ class NeuronProfile(NeuronAttribution):
             >>> model = digits_classifier()
             >>> data = load_digits_dataset()
             >>> profile = NeuronProfile(model, model.fc2)
-            >>> result = profile.attribute(
+            >>> result = profile.interpret(
             ...     data.test_inputs, neuron_selector=3, labels=data.test_labels
             ... )
             >>> result.class_means.argmax()  # the neuron is the logit of "3"
@@ -485,15 +280,12 @@ class NeuronProfile(NeuronAttribution):
             ):
                 batch = tuple(t.to(device) for t in batch)
                 n = batch[0].shape[0]
-                out = _layer_output(
-                    self.forward_func,
-                    self.layer,
+                acts = self._neuron_values(
                     batch,
+                    neuron_selector,
                     additional_forward_args,
                     attribute_to_layer_input,
                 )
-                acts = _per_example(select_neuron(out, neuron_selector), n)
-                acts = acts.detach().float().cpu()
                 _check_finite_activations(acts, offset)
                 idx = torch.arange(offset, offset + n)
                 examples = batch[0].detach().cpu()
@@ -625,18 +417,36 @@ class NeuronProfile(NeuronAttribution):
         """Raise if the second pass picked other examples than the first saw."""
         device = model_device(self.forward_func)
         with preserve_model_state(self.forward_func), torch.no_grad():
-            out = _layer_output(
-                self.forward_func,
-                self.layer,
-                (picked.to(device),),
-                None,
-                attribute_to_layer_input,
+            again = self._neuron_values(
+                (picked.to(device),), neuron_selector, None, attribute_to_layer_input
             )
-            again = _per_example(select_neuron(out, neuron_selector), len(picked))
-        if not torch.allclose(
-            again.float().cpu(), activations[indices], rtol=1e-4, atol=1e-5
-        ):
+        if not torch.allclose(again, activations[indices], rtol=1e-4, atol=1e-5):
             raise ValueError(
                 "inputs yielded different examples on its second pass: a "
                 "DataLoader must iterate in a fixed order (shuffle=False)"
             )
+
+    def _neuron_values(
+        self,
+        batch: Tuple[Tensor, ...],
+        neuron_selector: NeuronSelector,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+    ) -> Tensor:
+        """``(n,)`` float32 CPU values of the neuron on one batch (one forward,
+        through the package's one layer evaluation and selector rule)."""
+        out = layer_eval(
+            self.forward_func,
+            batch,
+            self.layer,
+            additional_forward_args,
+            attribute_to_layer_input=attribute_to_layer_input,
+            device_ids=self.device_ids,
+        )
+        values = select_neuron_values(out, neuron_selector, batch[0].shape[0])
+        return values.detach().float().cpu()
+
+    @deprecated_alias("interpret")
+    def attribute(self, *args: Any, **kwargs: Any) -> NeuronProfileResult:
+        """Deprecated spelling of :meth:`interpret` (a ``FutureWarning``): the
+        profile is a report on a neuron, not an attribution."""
