@@ -13,11 +13,14 @@ from torch import nn
 from . import _cli_support as support
 from ._cli_support import (
     CLIError,
+    as_option,
     build_model,
+    build_preprocess,
     check_labels,
     check_selector,
     library_arguments,
     load_data,
+    load_data_file,
     parse_device,
     parse_selector,
     parse_shape,
@@ -25,22 +28,23 @@ from ._cli_support import (
     probe_layer,
     probe_model,
     resolve_layer,
+    wrap_model,
 )
-
-
-def _shapley_result(ns, inputs, **kwargs):
-    """Neuron Shapley's result object: ``interpret()`` where the class has it,
-    else ``attribute(..., return_stats=True)`` (the verb before issue 17)."""
-    if hasattr(ns, "interpret"):
-        return ns.interpret(inputs, **kwargs)
-    out = ns.attribute(inputs, return_stats=True, **kwargs)
-    return out[-1]
+from .demo import _shapley_result
 
 
 def _limit(inputs, labels, limit: Optional[int]):
     if limit is None:
         return inputs, labels
     return inputs[:limit], None if labels is None else labels[:limit]
+
+
+def _classifier(args, device: torch.device):
+    """``(model, forward)``: the user's model (layers are looked up in it)
+    and the function the methods call, with ``--normalize``/``--preprocess``
+    in front of it."""
+    model = build_model(args.model, args.weights, device)
+    return model, wrap_model(model, build_preprocess(args, device))
 
 
 # --------------------------------------------------------------------------
@@ -53,8 +57,8 @@ def cmd_shapley(args) -> dict:
 
     device = parse_device(args.device)
     prepare_out(args.out, args.overwrite)
-    model = build_model(args.model, args.weights, device)
-    layers = [resolve_layer(model, name) for name in args.layer]
+    raw, model = _classifier(args, device)
+    layers = [resolve_layer(raw, name) for name in args.layer]
     inputs, labels = _limit(*load_data(args.data, device), args.limit)
     logits = probe_model(model, inputs, "--data", "the model")
     n_classes = check_labels(labels, logits)
@@ -137,8 +141,8 @@ def cmd_inverse_set(args) -> dict:
 
     device = parse_device(args.device)
     prepare_out(args.out, args.overwrite)
-    model = build_model(args.model, args.weights, device)
-    layer = resolve_layer(model, args.layer)
+    raw, model = _classifier(args, device)
+    layer = resolve_layer(raw, args.layer)
     generator = encoder = None
     if args.generator:
         generator = build_model(
@@ -242,6 +246,172 @@ def cmd_egbas(args) -> dict:
         "in_region_fraction": float(result.in_region.float().mean()),
     }
     return support.write_outputs(result, args.out, "egbas", payload)
+
+
+def _image_probe(model, input_shape, device, option: str) -> torch.Tensor:
+    probe = torch.full((2, *input_shape), 0.5, device=device)
+    probe_model(model, probe, option, "the model")
+    return probe
+
+
+def cmd_profile(args) -> dict:
+    from . import NeuronProfile
+
+    device = parse_device(args.device)
+    prepare_out(args.out, args.overwrite)
+    raw, model = _classifier(args, device)
+    layer = resolve_layer(raw, args.layer)
+    selector = parse_selector(args.neuron)
+    inputs, labels = _limit(*load_data(args.data, device), args.limit)
+    probe_model(model, inputs, "--data", "the model")
+    check_selector(selector, probe_layer(model, layer, inputs, "--layer"))
+    options = {
+        "neuron_selector": "--neuron",
+        "k": "--k",
+        "n_bins": "--n-bins",
+        "batch_size": "--batch-size",
+        "target": "--data",
+        "inputs": "--data",
+    }
+    with library_arguments(options):
+        result = NeuronProfile(model, layer).interpret(
+            inputs,
+            selector,
+            target=labels,
+            k=args.k,
+            n_bins=args.n_bins,
+            batch_size=args.batch_size,
+            show_progress=not args.quiet,
+        )
+    low, high = result.activation_range(0.99, 1.0)
+    payload = {
+        "layer": args.layer,
+        "neuron": args.neuron,
+        "n_examples": int(result.n_examples),
+        "top_indices": result.top_indices.tolist(),
+        "top_activations": result.top_activations.tolist(),
+        "top_1_percent_band": [low, high],
+        "class_means": (
+            None if result.class_means is None else result.class_means.tolist()
+        ),
+    }
+    return support.write_outputs(result, args.out, "profile", payload)
+
+
+def cmd_maximize(args) -> dict:
+    from . import NeuronActivationMaximization
+    from .param import standard_transforms
+
+    device = parse_device(args.device)
+    prepare_out(args.out, args.overwrite)
+    raw, model = _classifier(args, device)
+    layer = resolve_layer(raw, args.layer)
+    selector = parse_selector(args.neuron)
+    input_shape = parse_shape(args.input_shape)
+    probe = _image_probe(model, input_shape, device, "--input-shape")
+    check_selector(selector, probe_layer(model, layer, probe, "--layer"))
+    transforms = None
+    if args.transforms:
+        if len(input_shape) != 3:
+            raise CLIError("--transforms needs image inputs: --input-shape C,H,W")
+        transforms = standard_transforms(min(input_shape[1:]))
+    options = {
+        "neuron_selector": "--neuron",
+        "n_inputs": "--n-inputs",
+        "n_steps": "--n-steps",
+        "lr": "--lr",
+        "total_variation_weight": "--tv-weight",
+        "input_shape": "--input-shape",
+    }
+    with library_arguments(options):
+        result = NeuronActivationMaximization(model, layer).interpret(
+            selector,
+            input_shape=input_shape,
+            n_inputs=args.n_inputs,
+            n_steps=args.n_steps,
+            lr=args.lr,
+            transforms=transforms,
+            total_variation_weight=args.tv_weight,
+            negative=args.negative,
+            seed=args.seed,
+            show_progress=not args.quiet,
+        )
+    payload = {
+        "layer": args.layer,
+        "neuron": args.neuron,
+        "negative": bool(args.negative),
+        "initial_objective": result.initial_objective.tolist(),
+        "final_objective": result.final_objective.tolist(),
+    }
+    return support.write_outputs(result, args.out, "maximize", payload)
+
+
+def _dissection_data(spec: str, device: torch.device, limit: Optional[int]):
+    """``inputs``, ``masks`` and optional ``concept_names`` of a data file."""
+    obj = load_data_file(spec)
+    if "masks" not in obj:
+        raise CLIError(
+            "--data: dissect needs a file with 'inputs' and 'masks' (N, K, ...) "
+            "(and optionally 'concept_names')"
+        )
+    masks, names = obj["masks"], obj.get("concept_names")
+    inputs, _ = load_data(spec, device)
+    if not torch.is_tensor(masks):
+        raise CLIError(f"--data: 'masks' must be a tensor, got {type(masks).__name__}")
+    if masks.dim() == 0 or masks.shape[0] != inputs.shape[0]:
+        raise CLIError(
+            f"--data: 'masks' must have one entry per input ({inputs.shape[0]}), "
+            f"got shape {tuple(masks.shape)}"
+        )
+    if names is not None and (
+        not isinstance(names, (list, tuple))
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise CLIError("--data: 'concept_names' must be a list of str")
+    if limit is not None:
+        inputs, masks = inputs[:limit], masks[:limit]
+    return inputs, masks, None if names is None else list(names)
+
+
+def cmd_dissect(args) -> dict:
+    from . import NetworkDissection
+
+    device = parse_device(args.device)
+    prepare_out(args.out, args.overwrite)
+    raw, model = _classifier(args, device)
+    layer = resolve_layer(raw, args.layer)
+    inputs, masks, names = _dissection_data(args.data, device, args.limit)
+    probe_model(model, inputs, "--data", "the model")
+    probe_layer(model, layer, inputs, "--layer")
+    options = {
+        "quantile": "--quantile",
+        "units": "--units",
+        "batch_size": "--batch-size",
+        "concept_masks": "--data",
+        "concept_names": "--data",
+        "inputs": "--data",
+        "NetworkDissection": "--layer",
+    }
+    units = None
+    if args.units:
+        with as_option("--units"):
+            units = [int(u) for u in args.units.split(",")]
+    with library_arguments(options):
+        result = NetworkDissection(model, layer).interpret(
+            inputs,
+            masks,
+            concept_names=names,
+            units=units,
+            quantile=args.quantile,
+            batch_size=args.batch_size,
+            show_progress=not args.quiet,
+        )
+    best = {}
+    for concept in result.concept_names:
+        top_units, iou = result.rank_units(concept, min(args.top, len(result.units)))
+        best[concept] = {"units": top_units.tolist(), "iou": iou.tolist()}
+    payload = {"layer": args.layer, "quantile": args.quantile, "best_units": best}
+    return support.write_outputs(result, args.out, "dissection", payload)
 
 
 def cmd_demo(args) -> dict:

@@ -68,6 +68,37 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be non-negative, got {text!r}")
+    return value
+
+
+def open_unit_float(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text!r}")
+    return value
+
+
 def band_end(text: str) -> float:
     """A float that may be infinite (an open band) but not NaN."""
     try:
@@ -166,14 +197,8 @@ def resolve_layer(model: nn.Module, name: str, what: str = "--layer") -> nn.Modu
     return modules[name]
 
 
-def load_data(spec: str, device: torch.device):
-    """``digits`` (the shipped test split) or a ``.pt`` file with tensors
-    ``inputs`` and ``labels`` saved by ``torch.save`` (loaded weights-only)."""
-    if spec == "digits":
-        from .zoo import load_digits_dataset
-
-        data = load_digits_dataset()
-        return data.test_inputs.to(device), data.test_labels.to(device)
+def load_data_file(spec: str) -> dict:
+    """The dict of a ``--data`` file (loaded weights-only)."""
     if not os.path.isfile(spec):
         raise CLIError(f"--data: expected 'digits' or a .pt file, got {spec!r}")
     try:
@@ -182,6 +207,18 @@ def load_data(spec: str, device: torch.device):
         raise CLIError(f"--data: {spec!r} is not a plain tensor file") from None
     if not isinstance(obj, dict) or "inputs" not in obj:
         raise CLIError("--data: the file must hold a dict with 'inputs' (and 'labels')")
+    return obj
+
+
+def load_data(spec: str, device: torch.device):
+    """``digits`` (the shipped test split) or a ``.pt`` file with tensors
+    ``inputs`` and ``labels`` saved by ``torch.save`` (loaded weights-only)."""
+    if spec == "digits":
+        from .zoo import load_digits_dataset
+
+        data = load_digits_dataset()
+        return data.test_inputs.to(device), data.test_labels.to(device)
+    obj = load_data_file(spec)
     inputs, labels = obj["inputs"], obj.get("labels")
     if not torch.is_tensor(inputs):
         raise CLIError(
@@ -194,7 +231,7 @@ def load_data(spec: str, device: torch.device):
     from ._utils.data import format_target
     from ._utils.validation import check_finite_inputs
 
-    with _as_option("--data"):
+    with as_option("--data"):
         check_finite_inputs("inputs", inputs)
         if labels is not None:
             labels = format_target(labels, inputs.shape[0], name="labels")
@@ -235,17 +272,105 @@ def parse_shape(text: str, what: str = "--input-shape") -> tuple:
     return shape
 
 
-def parse_selector(text: str):
-    """``3`` -> 3, ``3,1,1`` -> (3, 1, 1) (Captum neuron selectors)."""
+def _parse_index(part: str, text: str):
+    part = part.strip()
+    if ":" not in part:
+        try:
+            value = int(part)
+        except ValueError:
+            value = None
+        if value is None or value < 0:
+            raise CLIError(
+                f"--neuron: {part!r} in {text!r} is not a non-negative index or a "
+                "slice (start:stop[:step])"
+            )
+        return value
+    pieces = part.split(":")
+    if len(pieces) > 3:
+        raise CLIError(f"--neuron: {part!r} in {text!r} is not a slice")
     try:
-        parts = [int(s) for s in text.split(",")]
+        bounds = [int(p) if p.strip() else None for p in pieces]
     except ValueError:
         raise CLIError(
-            f"--neuron must be ints separated by commas, got {text!r}"
+            f"--neuron: {part!r} in {text!r} is not a slice (start:stop[:step])"
         ) from None
-    if any(p < 0 for p in parts):
-        raise CLIError(f"--neuron indices must be non-negative, got {text!r}")
-    return parts[0] if len(parts) == 1 else tuple(parts)
+    if bounds[-1] == 0 and len(bounds) == 3:
+        raise CLIError(f"--neuron: slice step cannot be zero in {text!r}")
+    return slice(*bounds)
+
+
+def parse_selector(text: str):
+    """Captum neuron selectors from the command line: ``3`` -> 3, ``3,1,1``
+    -> (3, 1, 1), ``5,:,:`` -> (5, slice(None), slice(None)) (channel 5
+    summed over space), ``5,0:2,:`` (a region)."""
+    parts = [_parse_index(p, text) for p in text.split(",")]
+    if len(parts) == 1 and isinstance(parts[0], int):
+        return parts[0]
+    return tuple(parts)
+
+
+class Preprocessed(nn.Module):
+    """``model(preprocess(x))``: the methods work in the space before the
+    preprocessing (e.g. [0, 1] images for a normalised model)."""
+
+    def __init__(self, preprocess: nn.Module, model: nn.Module) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.model = model
+
+    def forward(self, x, *args):
+        return self.model(self.preprocess(x), *args)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel (dimension 1), as
+    ``torchvision.transforms.Normalize`` on a batch."""
+
+    def __init__(self, mean, std) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.reshape(shape)) / self.std.reshape(shape)
+
+
+def _floats(text: str, what: str):
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise CLIError(
+            f"{what} must be comma-separated numbers, got {text!r}"
+        ) from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise CLIError(f"{what} must be finite numbers, got {text!r}")
+    return values
+
+
+def build_preprocess(args, device: torch.device) -> Optional[nn.Module]:
+    """The module of ``--normalize MEAN STD`` or ``--preprocess PKG:FN``."""
+    normalize = getattr(args, "normalize", None)
+    factory = getattr(args, "preprocess", None)
+    if normalize and factory:
+        raise CLIError("--normalize and --preprocess: give one of them")
+    if normalize:
+        mean = _floats(normalize[0], "--normalize MEAN")
+        std = _floats(normalize[1], "--normalize STD")
+        if len(mean) != len(std):
+            raise CLIError(
+                f"--normalize: MEAN has {len(mean)} values but STD {len(std)}"
+            )
+        if min(std) <= 0:
+            raise CLIError("--normalize: every STD must be positive")
+        return Normalize(mean, std).to(device)
+    if factory:
+        return build_model(factory, None, device, "--preprocess")
+    return None
+
+
+def wrap_model(model: nn.Module, preprocess: Optional[nn.Module]) -> nn.Module:
+    return model if preprocess is None else Preprocessed(preprocess, model).eval()
 
 
 def prepare_out(path: str, overwrite: bool) -> str:
@@ -302,7 +427,7 @@ def library_arguments(options: Dict[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def _as_option(option: str) -> Iterator[None]:
+def as_option(option: str) -> Iterator[None]:
     """Every ``ValueError`` of the block is about ``option``."""
     try:
         yield
@@ -317,6 +442,14 @@ _MISMATCH = (RuntimeError, ValueError, TypeError, IndexError)
 def probe_model(model: Callable, inputs: torch.Tensor, option: str, what: str):
     """Run ``model`` once on two examples; an error there is a mismatch of the
     user's model and data, reported as one line naming ``option``."""
+    pre = getattr(model, "preprocess", None)
+    if isinstance(pre, Normalize) and pre.mean.numel() > 1:
+        channels = inputs.shape[1] if inputs.dim() > 1 else None
+        if channels != pre.mean.numel():
+            raise CLIError(
+                f"--normalize: {pre.mean.numel()} values per channel, but the "
+                f"inputs have {channels} channel(s) (shape {tuple(inputs.shape[1:])})"
+            )
     try:
         with torch.no_grad():
             return model(inputs[:2])
@@ -346,19 +479,26 @@ def probe_layer(
 
 
 def check_selector(selector: Any, layer_output: torch.Tensor) -> None:
-    """``--neuron`` must index one unit of the layer output (batch dim aside)."""
+    """``--neuron`` must index one unit (or a region, with slices) of the
+    layer output, batch dimension aside."""
     index = selector if isinstance(selector, tuple) else (selector,)
     unit_shape = tuple(layer_output.shape[1:])
     if len(index) != len(unit_shape):
         raise CLIError(
             f"--neuron: the layer output has unit shape {unit_shape}, so give "
-            f"{len(unit_shape)} index(es), got {len(index)}"
+            f"{len(unit_shape)} index(es) or slice(s) (e.g. 5,:,: for a channel), "
+            f"got {len(index)}"
         )
     for i, size in zip(index, unit_shape):
         if isinstance(i, int) and not 0 <= i < size:
             raise CLIError(
                 f"--neuron: index {i} out of range for the layer's unit shape "
                 f"{unit_shape}"
+            )
+        if isinstance(i, slice) and not range(size)[i]:
+            raise CLIError(
+                f"--neuron: slice {i.start}:{i.stop} selects nothing of a "
+                f"dimension of size {size} (unit shape {unit_shape})"
             )
 
 

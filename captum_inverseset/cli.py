@@ -6,6 +6,9 @@
     captum-inverseset shapley --model PKG.MODULE:FACTORY --layer conv2 ...
     captum-inverseset inverse-set --model PKG.MODULE:FACTORY --layer fc2 ...
     captum-inverseset egbas --generator PKG.MODULE:FACTORY --layer fc1 ...
+    captum-inverseset profile --model PKG.MODULE:FACTORY --layer relu3 --neuron 5,:,:
+    captum-inverseset maximize --model PKG.MODULE:FACTORY --layer fc2 --neuron 3 ...
+    captum-inverseset dissect --model PKG.MODULE:FACTORY --layer relu2 --data d.pt
 
 ``--model PKG.MODULE:FACTORY`` imports ``PKG.MODULE`` and calls ``FACTORY()``:
 it runs that code with your permissions, as ``torch.hub.load`` does, so only
@@ -24,14 +27,30 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from ._cli_commands import cmd_demo, cmd_egbas, cmd_inverse_set, cmd_shapley
+from ._cli_commands import (
+    cmd_demo,
+    cmd_dissect,
+    cmd_egbas,
+    cmd_inverse_set,
+    cmd_maximize,
+    cmd_profile,
+    cmd_shapley,
+)
 from ._cli_support import (
     TRUST_NOTE,
     CLIError,
     ParserWithOneLineErrors,
     band_end,
+    nonnegative_float,
     nonnegative_int,
+    open_unit_float,
+    positive_float,
     positive_int,
+)
+
+NEURON_HELP = (
+    "neuron of the layer output as a Captum selector: 3, 3,1,1 (channel,y,x), "
+    "or with slices summed per example, e.g. 5,:,: (channel 5 over space)"
 )
 
 __all__ = ["main", "build_parser", "CLIError"]
@@ -70,6 +89,27 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help="PKG.MODULE:FACTORY returning the model (imports and runs that code)",
     )
     p.add_argument("--weights", help="state dict file (loaded weights-only)")
+    p.add_argument(
+        "--normalize",
+        nargs=2,
+        metavar=("MEAN", "STD"),
+        help="per-channel normalisation in front of the model, e.g. "
+        "0.485,0.456,0.406 0.229,0.224,0.225: data, samples and optimised "
+        "inputs stay in the space before it (e.g. [0, 1] images)",
+    )
+    p.add_argument(
+        "--preprocess",
+        metavar="PKG.MODULE:FACTORY",
+        help="a factory returning an nn.Module applied in front of the model "
+        "(imports and runs that code); instead of --normalize",
+    )
+
+
+def _data_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--data", default="digits", help=what)
+    p.add_argument(
+        "--limit", type=positive_int, default=None, help="use the first N inputs"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="captum-inverseset",
         description=(
             "Neuron interpretation for Captum: inverse-set sampling, Neuron "
-            "Shapley and E-GBAS, on the shipped digits models or your own."
+            "Shapley, E-GBAS, neuron profiles, activation maximisation and "
+            "Network Dissection, on the shipped digits models or your own."
         ),
         epilog=TRUST_NOTE,
     )
@@ -104,14 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="dotted layer name(s); several names make one player set",
     )
-    p.add_argument(
-        "--data",
-        default="digits",
-        help="'digits' or a .pt file with tensors 'inputs' and 'labels'",
-    )
-    p.add_argument(
-        "--limit", type=positive_int, default=None, help="use the first N inputs"
-    )
+    _data_options(p, "'digits' or a .pt file with tensors 'inputs' and 'labels'")
     p.add_argument(
         "--metric",
         default="accuracy",
@@ -135,9 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_options(p)
     p.add_argument("--layer", required=True, help="dotted layer name")
-    p.add_argument(
-        "--neuron", required=True, help="neuron index, e.g. 3 or 3,1,1 (channel,y,x)"
-    )
+    p.add_argument("--neuron", required=True, help=NEURON_HELP)
     p.add_argument(
         "--range",
         nargs=2,
@@ -183,6 +215,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-samples", type=positive_int, default=64, help="default: 64")
     _common(p, "egbas_out")
     p.set_defaults(func=cmd_egbas)
+
+    p = sub.add_parser(
+        "profile",
+        help="a neuron's dataset profile: histogram, top/bottom examples, class means",
+        epilog=TRUST_NOTE,
+    )
+    _model_options(p)
+    p.add_argument("--layer", required=True, help="dotted layer name")
+    p.add_argument("--neuron", required=True, help=NEURON_HELP)
+    _data_options(
+        p, "'digits' or a .pt file with tensor 'inputs' (and 'labels' for class means)"
+    )
+    p.add_argument("--k", type=positive_int, default=9, help="top/bottom examples")
+    p.add_argument("--n-bins", type=positive_int, default=50, help="histogram bins")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="default: 256")
+    _common(p, "profile_out")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "maximize",
+        help="activation maximisation: inputs that maximise a neuron",
+        epilog=TRUST_NOTE,
+    )
+    _model_options(p)
+    p.add_argument("--layer", required=True, help="dotted layer name")
+    p.add_argument("--neuron", required=True, help=NEURON_HELP)
+    p.add_argument(
+        "--input-shape",
+        required=True,
+        help="shape of one input: C,H,W optimises a Fourier image, any other "
+        "shape a [0, 1] box",
+    )
+    p.add_argument("--n-inputs", type=positive_int, default=4, help="default: 4")
+    p.add_argument("--n-steps", type=positive_int, default=256, help="default: 256")
+    p.add_argument("--lr", type=positive_float, default=0.05, help="default: 0.05")
+    p.add_argument(
+        "--transforms",
+        action="store_true",
+        help="Lucent's jitter/scale/rotate transforms (the input size is kept)",
+    )
+    p.add_argument(
+        "--tv-weight",
+        type=nonnegative_float,
+        default=0.0,
+        help="total-variation penalty weight (default: 0)",
+    )
+    p.add_argument("--negative", action="store_true", help="minimise instead")
+    _common(p, "maximize_out")
+    p.set_defaults(func=cmd_maximize)
+
+    p = sub.add_parser(
+        "dissect",
+        help="Network Dissection: IoU of a layer's units with concept masks",
+        epilog=TRUST_NOTE,
+    )
+    _model_options(p)
+    p.add_argument("--layer", required=True, help="dotted layer name")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="a .pt file with tensors 'inputs' and 'masks' (N, K, ...) and "
+        "optionally a list 'concept_names'",
+    )
+    p.add_argument(
+        "--limit", type=positive_int, default=None, help="use the first N inputs"
+    )
+    p.add_argument(
+        "--quantile",
+        type=open_unit_float,
+        default=0.995,
+        help="activation threshold quantile in (0, 1) (default: 0.995)",
+    )
+    p.add_argument("--units", help="comma-separated channels (default: all)")
+    p.add_argument("--top", type=positive_int, default=5, help="units per concept")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
+    _common(p, "dissect_out")
+    p.set_defaults(func=cmd_dissect)
     return parser
 
 

@@ -202,6 +202,11 @@ def test_demo_quick_writes_self_contained_report(tmp_path, capsys):
         assert key in results
     assert results["egbas"]["egbas_in_region"] == 1.0
     assert results["inverse_set"]["feasible_fraction"] > 0.5
+    # the report says in words what the ablation shows, from its numbers
+    finding = results["neuron_shapley"]["ablation"]
+    assert 'class="finding"' in html and "Removing the 8 conv3 filters" in finding
+    shapley = results["neuron_shapley"]["acc_after_top8_removed[Neuron Shapley]"]
+    assert f"{shapley:.3f} (Neuron Shapley)" in finding
 
 
 def _write_module(tmp_path, name, body):
@@ -317,3 +322,111 @@ def test_errors_of_the_package_and_of_the_users_model_keep_their_traceback(
             main([*argv, "--out", str(tmp_path / "b"), "--device", "cpu"])
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_neuron_selectors_with_slices():
+    from captum_inverseset._cli_support import CLIError, parse_selector
+
+    full = slice(None)
+    assert parse_selector("3") == 3
+    assert parse_selector("3,1,1") == (3, 1, 1)
+    assert parse_selector("5,:,:") == (5, full, full)
+    assert parse_selector("5,0:2,1:") == (5, slice(0, 2), slice(1, None))
+    assert parse_selector(":") == (full,)
+    for bad in ("5,a", "1:2:0", "-1", "1:2:3:4"):
+        with pytest.raises(CLIError, match="--neuron"):
+            parse_selector(bad)
+
+
+def _digits_file(tmp_path, n=40, masks=False):
+    from captum_inverseset.zoo import load_digits_dataset
+
+    data = load_digits_dataset()
+    payload = {"inputs": data.test_inputs[:n], "labels": data.test_labels[:n]}
+    if masks:
+        ink = payload["inputs"][:, 0] > 0.5
+        payload["masks"] = torch.stack([ink, ~ink], 1)
+        payload["concept_names"] = ["ink", "background"]
+    path = tmp_path / "data.pt"
+    torch.save(payload, path)
+    return str(path), payload
+
+
+def test_profile_maximize_dissect_commands_equal_the_library(tmp_path, capsys):
+    from captum_inverseset import (
+        NetworkDissection,
+        NeuronActivationMaximization,
+        NeuronProfile,
+    )
+    from captum_inverseset.zoo import digits_classifier
+
+    model = digits_classifier()
+    data, payload = _digits_file(tmp_path, masks=True)
+    zoo = ["--model", "captum_inverseset.zoo:digits_classifier"]
+    common = ["--quiet", "--device", "cpu"]
+    code = main(
+        ["profile", *zoo, "--layer", "relu3", "--neuron", "5,:,:", "--data", data]
+        + ["--k", "4", "--out", str(tmp_path / "p"), *common]
+    )
+    assert code == 0, capsys.readouterr().err
+    got = json.loads((tmp_path / "p" / "profile.json").read_text())
+    full = slice(None)
+    want = NeuronProfile(model, model.relu3).interpret(
+        payload["inputs"], (5, full, full), target=payload["labels"], k=4
+    )
+    assert got["top_indices"] == want.top_indices.tolist()
+    assert got["class_means"] == pytest.approx(want.class_means.tolist())
+    assert (tmp_path / "p" / "profile.png").stat().st_size > 1000
+
+    code = main(
+        ["maximize", *zoo, "--layer", "fc2", "--neuron", "3", "--input-shape"]
+        + ["1,8,8", "--n-steps", "20", "--n-inputs", "2", "--transforms"]
+        + ["--out", str(tmp_path / "m"), *common]
+    )
+    assert code == 0, capsys.readouterr().err
+    got = json.loads((tmp_path / "m" / "maximize.json").read_text())
+    from captum_inverseset.param import standard_transforms
+
+    want = NeuronActivationMaximization(model, model.fc2).interpret(
+        3,
+        input_shape=(1, 8, 8),
+        n_steps=20,
+        n_inputs=2,
+        transforms=standard_transforms(8),
+    )
+    assert got["final_objective"] == pytest.approx(want.final_objective.tolist())
+
+    code = main(
+        ["dissect", *zoo, "--layer", "relu2", "--data", data, "--quantile", "0.9"]
+        + ["--top", "3", "--out", str(tmp_path / "d"), *common]
+    )
+    assert code == 0, capsys.readouterr().err
+    got = json.loads((tmp_path / "d" / "dissection.json").read_text())
+    want = NetworkDissection(model, model.relu2).interpret(
+        payload["inputs"], payload["masks"], ["ink", "background"], quantile=0.9
+    )
+    units, _ = want.rank_units("ink", 3)
+    assert got["best_units"]["ink"]["units"] == units.tolist()
+
+
+def test_normalize_puts_the_normalisation_in_front_of_the_model(tmp_path, capsys):
+    from captum_inverseset import NeuronProfile
+    from captum_inverseset.zoo import digits_classifier
+
+    model = digits_classifier()
+    data, payload = _digits_file(tmp_path)
+    code = main(
+        ["profile", "--model", "captum_inverseset.zoo:digits_classifier"]
+        + ["--layer", "fc2", "--neuron", "3", "--data", data, "--k", "5"]
+        + ["--normalize", "0.25", "0.5", "--quiet", "--out", str(tmp_path / "o")]
+    )
+    assert code == 0, capsys.readouterr().err
+    got = json.loads((tmp_path / "o" / "profile.json").read_text())
+    # the data stay in [0, 1]; the model sees (x - 0.25) / 0.5
+    with torch.no_grad():
+        logits = model((payload["inputs"] - 0.25) / 0.5)[:, 3]
+    assert got["top_activations"] == pytest.approx(
+        torch.sort(logits, descending=True).values[:5].tolist(), rel=1e-5
+    )
+    plain = NeuronProfile(model, model.fc2).interpret(payload["inputs"], 3, k=5)
+    assert got["top_activations"] != pytest.approx(plain.top_activations.tolist())

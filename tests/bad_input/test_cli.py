@@ -65,6 +65,54 @@ def _egbas(*extra):
     ]
 
 
+def _profile(*extra):
+    return [
+        "profile",
+        "--model",
+        CLASSIFIER,
+        "--layer",
+        "relu3",
+        "--limit",
+        "16",
+        *extra,
+    ]
+
+
+def _maximize(*extra):
+    extra = list(extra)
+    if "--input-shape" not in extra:
+        extra += ["--input-shape", "1,8,8"]
+    return [
+        "maximize",
+        "--model",
+        CLASSIFIER,
+        "--layer",
+        "fc2",
+        "--neuron",
+        "3",
+        "--n-steps",
+        "2",
+        *extra,
+    ]
+
+
+def _dissect(data, *extra):
+    return [
+        "dissect",
+        "--model",
+        CLASSIFIER,
+        "--layer",
+        "relu2",
+        "--data",
+        data,
+        *extra,
+    ]
+
+
+def _masks_file(tmp_path):
+    return _data(tmp_path, "m", inputs=_x(), masks=torch.rand(16, 2, 8, 8) > 0.5)
+
+
 def _data(tmp_path, name, **payload):
     path = tmp_path / f"{name}.pt"
     torch.save(payload, path)
@@ -225,6 +273,87 @@ CASES = [
     ),
 ]
 
+# The sub-commands and options added for issue 16 (profile, maximize,
+# dissect, --normalize, slices in --neuron): they did not exist on 35150b8,
+# so these fail there as unknown commands; counted apart.
+NEW_COMMANDS = [
+    ("profile-neuron-arity", lambda t: _profile("--neuron", "5"), "--neuron"),
+    (
+        "profile-neuron-bad-slice",
+        lambda t: _profile("--neuron", "5,1:2:0,:"),
+        "--neuron",
+    ),
+    (
+        "profile-neuron-empty-slice",
+        lambda t: _profile("--neuron", "5,9:,:"),
+        "--neuron",
+    ),
+    ("profile-k-zero", lambda t: _profile("--neuron", "5,:,:", "--k", "0"), "--k"),
+    (
+        "maximize-input-shape-mismatch",
+        lambda t: _maximize("--input-shape", "3,5,5"),
+        "--input-shape",
+    ),
+    ("maximize-lr-negative", lambda t: _maximize("--lr", "-1"), "--lr"),
+    (
+        "maximize-tv-weight-nan",
+        lambda t: _maximize("--tv-weight", "nan"),
+        "--tv-weight",
+    ),
+    (
+        "dissect-data-without-masks",
+        lambda t: _dissect(_data(t, "nm", inputs=_x())),
+        "--data",
+    ),
+    (
+        "dissect-masks-wrong-shape",
+        lambda t: _dissect(
+            _data(t, "ws", inputs=_x(), masks=torch.zeros(16, 2, 8, 8, 2))
+        ),
+        "--data",
+    ),
+    (
+        "dissect-masks-wrong-count",
+        lambda t: _dissect(_data(t, "wc", inputs=_x(), masks=torch.zeros(4, 2, 8, 8))),
+        "--data",
+    ),
+    (
+        "dissect-quantile-out-of-range",
+        lambda t: _dissect(_masks_file(t), "--quantile", "1.5"),
+        "--quantile",
+    ),
+    (
+        "dissect-units-not-ints",
+        lambda t: _dissect(_masks_file(t), "--units", "a,b"),
+        "--units",
+    ),
+    (
+        "dissect-units-out-of-range",
+        lambda t: _dissect(_masks_file(t), "--units", "99"),
+        "--units",
+    ),
+    (
+        "normalize-length-mismatch",
+        lambda t: _profile("--neuron", "5,:,:", "--normalize", "0.5,0.5", "0.2"),
+        "--normalize",
+    ),
+    (
+        "normalize-zero-std",
+        lambda t: _profile("--neuron", "5,:,:", "--normalize", "0.5", "0"),
+        "--normalize",
+    ),
+    (
+        "normalize-wrong-channels",
+        lambda t: _profile("--neuron", "5,:,:", "--normalize", "0.5,0.5,0.5", "1,1,1"),
+        "--normalize",
+    ),
+    (
+        "preprocess-does-not-import",
+        lambda t: _profile("--neuron", "5,:,:", "--preprocess", "no_such_pkg:f"),
+        "--preprocess",
+    ),
+]
+
 # Handled before this session (35150b8): kept as regression tests.
 REGRESSION = [
     ("device-unknown", lambda t: _shapley("--device", "gpu7"), "--device"),
@@ -251,8 +380,8 @@ REGRESSION = [
 
 @pytest.mark.parametrize(
     "make_argv, option",
-    [c[1:] for c in CASES + REGRESSION],
-    ids=[c[0] for c in CASES + REGRESSION],
+    [c[1:] for c in CASES + NEW_COMMANDS + REGRESSION],
+    ids=[c[0] for c in CASES + NEW_COMMANDS + REGRESSION],
 )
 def test_user_error_is_one_line_naming_the_option(make_argv, option, tmp_path, capsys):
     argv = make_argv(tmp_path)

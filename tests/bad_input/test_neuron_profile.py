@@ -7,6 +7,8 @@ that produce non-finite activations. Every case also checks that the model
 is left as found.
 """
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -55,10 +57,13 @@ class _NaNAt(nn.Module):
 
 
 def _run(model, layer, *args, **kwargs):
-    # interpret() is the verb since issue 17; attribute() before it. The
-    # fallback lets this file run on 35150b8, where issue 14 counts its cases.
+    # interpret(..., target=) since issues 16 and 17; attribute(..., labels=)
+    # before them. The fallback lets this file run on 35150b8, where issue 14
+    # counts its cases.
     method = NeuronProfile(model, layer)
     verb = getattr(method, "interpret", None) or method.attribute
+    if "labels" in kwargs and "target" in inspect.signature(verb).parameters:
+        kwargs["target"] = kwargs.pop("labels")
     return verb(*args, **kwargs)
 
 
@@ -77,17 +82,22 @@ CASES = [
         {"labels": torch.zeros(N), "n_classes": 10**12},
         "n_classes",
     ),
-    ("labels-fractional", _x, {"labels": torch.full((N,), 3.7)}, "labels"),
-    ("labels-nan", _x, {"labels": torch.full((N,), float("nan"))}, "labels.*integer"),
+    ("labels-fractional", _x, {"labels": torch.full((N,), 3.7)}, "target|labels"),
+    (
+        "labels-nan",
+        _x,
+        {"labels": torch.full((N,), float("nan"))},
+        "(target|labels).*integer",
+    ),
     (
         "labels-meta",
         _x,
         {"labels": torch.empty(N, dtype=torch.long, device="meta")},
-        "labels",
+        "target|labels",
     ),
-    ("labels-bool", _x, {"labels": torch.ones(N, dtype=torch.bool)}, "labels"),
-    ("labels-huge-index", _x, {"labels": torch.full((N,), 10**13)}, "labels"),
-    ("labels-fractional-dataloader", _float_label_loader, {}, "labels"),
+    ("labels-bool", _x, {"labels": torch.ones(N, dtype=torch.bool)}, "target|labels"),
+    ("labels-huge-index", _x, {"labels": torch.full((N,), 10**13)}, "target|labels"),
+    ("labels-fractional-dataloader", _float_label_loader, {}, "target|labels"),
     ("selector-string", _x, {"neuron_selector": "1"}, "neuron_selector"),
     ("selector-float", _x, {"neuron_selector": 1.0}, "neuron_selector"),
 ]
@@ -101,14 +111,14 @@ REGRESSION = [
     ("quantiles-one-string", _x, {"quantiles": "0.5"}, "quantiles"),
     ("n-bins-float", _x, {"n_bins": 1e9}, "n_bins"),
     ("batch-size-string", _x, {"batch_size": "4"}, "batch_size"),
-    ("labels-negative", _x, {"labels": torch.full((N,), -1)}, "labels"),
+    ("labels-negative", _x, {"labels": torch.full((N,), -1)}, "target|labels"),
     (
         "labels-beyond-n-classes",
         _x,
         {"labels": torch.full((N,), 4), "n_classes": 3},
-        "labels",
+        "target|labels",
     ),
-    ("labels-wrong-length", _x, {"labels": torch.zeros(N - 1)}, "labels"),
+    ("labels-wrong-length", _x, {"labels": torch.zeros(N - 1)}, "target|labels"),
     ("k-zero", _x, {"k": 0}, "k must"),
     ("quantile-above-one", _x, {"quantiles": (0.5, 1.5)}, "quantiles"),
 ]

@@ -36,7 +36,7 @@ CASES = [
         layer="fc2",
         make_method=NeuronProfile,
         call=lambda m, model, seed: m.interpret(
-            _images(_DIGITS, seed), 3, labels=torch.arange(12) % 10, k=3, batch_size=5
+            _images(_DIGITS, seed), 3, target=torch.arange(12) % 10, k=3, batch_size=5
         ),
         call_bad_selector=lambda m, model: m.interpret(_images(_DIGITS), 10),
     ),
@@ -99,6 +99,18 @@ CASES = [
         ),
         call_bad_selector=lambda m, model: m.interpret(
             _images(_DIGITS), _masks((12, 2, 8, 8)), units=[999]
+        ),
+    ),
+    Case(
+        id="NetworkDissection-digits-linear",
+        make_model=make_digits_classifier,
+        layer="fc1",
+        make_method=NetworkDissection,
+        call=lambda m, model, seed: m.interpret(
+            _images(_DIGITS, seed), _masks((12, 3)), quantile=0.8, batch_size=5
+        ),
+        call_bad_selector=lambda m, model: m.interpret(
+            _images(_DIGITS), _masks((12, 3)), units=[999]
         ),
     ),
     Case(

@@ -168,3 +168,64 @@ def test_layer_and_neuron_packages_do_not_import_each_other():
 
     source = inspect.getsource(module)
     assert "_core.neuron" not in source and "..neuron" not in source
+
+
+def test_linear_layer_iou_compares_examples():
+    # a linear layer: each unit has one value per example, each concept one
+    # bit per example; IoU compares the examples above T_u with the concept's
+    acts = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    masks = torch.tensor([[1, 0], [1, 1], [0, 0], [1, 0]], dtype=torch.bool)
+    model = _identity_model()
+    result = NetworkDissection(model, model[0]).interpret(
+        acts, masks, thresholds=torch.tensor([0.5, 0.5])
+    )
+    # unit 0 active on {0, 1}; concept 0 on {0, 1, 3}: I = 2, U = 3
+    # unit 0 / concept 1 on {1}: I = 1, U = 2
+    # unit 1 active on {1, 2}; concept 0: I = 1, U = 4; concept 1: I = 1, U = 2
+    assert result.intersection.tolist() == [[2, 1], [1, 1]]
+    assert result.union.tolist() == [[3, 2], [4, 2]]
+    assert torch.allclose(result.iou, torch.tensor([[2 / 3, 0.5], [0.25, 0.5]]))
+    # one concept without its K dimension
+    single = NetworkDissection(model, model[0]).interpret(
+        acts, masks[:, 0], thresholds=torch.tensor([0.5, 0.5])
+    )
+    assert torch.equal(single.iou[:, 0], result.iou[:, 0])
+
+
+def test_conv1d_layer_iou_equals_brute_force_with_resampling():
+    gen = torch.Generator().manual_seed(2)
+    acts = torch.randn(5, 3, 4, generator=gen)  # (N, C, L)
+    masks = torch.rand(5, 2, 8, generator=gen) > 0.5  # (N, K, 2L)
+    model = _identity_model()
+    result = NetworkDissection(model, model[0]).interpret(
+        acts, masks, quantile=0.8, upsample_mode="nearest"
+    )
+    expected_t = torch.quantile(acts.transpose(0, 1).reshape(3, -1), 0.8, dim=1)
+    assert torch.allclose(result.thresholds, expected_t, atol=1e-6)
+    up = acts.repeat_interleave(2, dim=2)  # nearest resampling of L to 2L
+    active = up > result.thresholds[None, :, None]
+    for u in range(3):
+        for k in range(2):
+            inter = int((active[:, u] & masks[:, k]).sum())
+            union = int((active[:, u] | masks[:, k]).sum())
+            assert int(result.intersection[u, k]) == inter
+            assert int(result.union[u, k]) == union
+    linear = NetworkDissection(model, model[0]).interpret(
+        acts, masks, quantile=0.8, upsample_mode="linear"
+    )
+    assert linear.iou.shape == (3, 2)
+
+
+def test_real_conv1d_and_linear_layers_by_name():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 6)
+    )
+    x = torch.randn(10, 2, 8)
+    conv = NetworkDissection(model, "1").interpret(x, torch.rand(10, 3, 8) > 0.5)
+    assert conv.iou.shape == (4, 3)
+    head = NetworkDissection(model, "3").interpret(x, torch.rand(10, 3) > 0.5)
+    assert head.iou.shape == (6, 3)
+    with pytest.raises(ValueError, match=r"concept_masks must be \(N, K\)"):
+        NetworkDissection(model, "3").interpret(x, torch.rand(10, 3, 8) > 0.5)
+    assert count_hooks(model) == 0

@@ -251,3 +251,27 @@ def test_default_parameterization_from_input_shape(model):
     assert bool(((result.inputs >= 0) & (result.inputs <= 1)).all())
     with pytest.raises(ValueError, match="input_shape"):
         am.interpret(3, n_steps=2)
+
+
+def test_seed_defaults_to_zero_and_old_names_are_deprecated(model):
+    am = NeuronActivationMaximization(model, "fc2")
+    default = am.interpret(3, parameterization=_box(), n_steps=3)
+    zero = am.interpret(3, parameterization=_box(), n_steps=3, seed=0)
+    assert torch.equal(default.inputs, zero.inputs)
+    relu3 = NeuronActivationMaximization(model, model.relu3)
+    new = relu3.interpret(
+        (5, 1, 1), parameterization=_box(), n_steps=2, attribute_to_neuron_input=True
+    )
+    with pytest.warns(FutureWarning, match="attribute_to_neuron_input="):
+        old = relu3.interpret(
+            (5, 1, 1), parameterization=_box(), n_steps=2, attribute_to_layer_input=True
+        )
+    assert torch.equal(new.final_objective, old.final_objective)
+    # relu3's input is conv3's output: the same optimisation
+    conv3 = NeuronActivationMaximization(model, model.conv3).interpret(
+        (5, 1, 1), parameterization=_box(), n_steps=2
+    )
+    assert torch.allclose(new.final_objective, conv3.final_objective)
+    assert torch.equal(new.inputs, conv3.inputs)
+    with pytest.raises(ValueError, match="layer 'fc9'"):
+        NeuronActivationMaximization(model, "fc9")

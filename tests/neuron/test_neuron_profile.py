@@ -43,7 +43,7 @@ def _profile(model, inputs, **kw):
 
 def test_histogram_topk_quantiles_class_means_equal_brute_force(setup):
     model, x, y, logits, _ = setup
-    result = _profile(model, x, labels=y)
+    result = _profile(model, x, target=y)
     acts = logits[:, 3]
     assert torch.equal(result.activations, acts)
     # histogram: numpy's own binning of the brute-force activations
@@ -93,7 +93,7 @@ def test_activation_range_is_band_of_top_quantile(setup):
 
 def test_streaming_dataloader_equals_in_memory(setup):
     model, x, y, _, _ = setup
-    in_memory = _profile(model, x, labels=y, batch_size=17)
+    in_memory = _profile(model, x, target=y, batch_size=17)
     loader = DataLoader(TensorDataset(x, y), batch_size=17, shuffle=False)
     streamed = _profile(model, loader)
     compared = 0
@@ -104,7 +104,7 @@ def test_streaming_dataloader_equals_in_memory(setup):
             compared += 1
     assert compared >= 13
     # batch size does not change the statistics beyond float rounding
-    one_batch = _profile(model, x, labels=y, batch_size=1000)
+    one_batch = _profile(model, x, target=y, batch_size=1000)
     assert torch.allclose(one_batch.activations, in_memory.activations, atol=1e-5)
     assert torch.equal(one_batch.top_indices, in_memory.top_indices)
 
@@ -134,7 +134,7 @@ def test_channel_selectors_and_layer_input(setup):
     assert torch.allclose(channel_mean.activations, relu3[:, 5].mean((1, 2)), atol=1e-6)
     # the input of relu3 is conv3's output; a ReLU only clips it
     pre = NeuronProfile(model, model.relu3).interpret(
-        x, (5, 1, 1), attribute_to_layer_input=True, k=3
+        x, (5, 1, 1), attribute_to_neuron_input=True, k=3
     )
     assert torch.allclose(pre.activations.clamp_min(0), relu3[:, 5, 1, 1], atol=1e-5)
     assert bool((pre.activations < 0).any())
@@ -169,7 +169,7 @@ def test_hist_range_excludes_outside_values(setup):
         ({"quantiles": (0.5, 1.5)}, "quantiles"),
         ({"n_bins": -1}, "n_bins"),
         ({"hist_range": (3.0, 1.0)}, "hist_range"),
-        ({"labels": torch.zeros(5, dtype=torch.long)}, "labels"),
+        ({"target": torch.zeros(5, dtype=torch.long)}, "target"),
         ({"batch_size": 0}, "batch_size"),
     ],
 )
@@ -189,7 +189,7 @@ def test_out_of_range_selector_raises_and_leaves_no_hooks(setup):
 
 def test_plot_and_save_load(setup, tmp_path):
     model, x, y, _, _ = setup
-    result = _profile(model, x, labels=y)
+    result = _profile(model, x, target=y)
     fig, axes = result.plot()
     assert axes.shape == (2, 3)
     assert len(axes[0, 0].patches) == 13  # one bar per bin
@@ -207,9 +207,9 @@ def test_interpret_is_the_verb_and_attribute_a_deprecated_alias(setup):
     model, x, y, _, _ = setup
     profile = NeuronProfile(model, model.fc2)
     assert not isinstance(profile, Attribution)
-    new = profile.interpret(x, 3, labels=y, k=3)
+    new = profile.interpret(x, 3, target=y, k=3)
     with pytest.warns(FutureWarning, match="interpret"):
-        old = profile.attribute(x, 3, labels=y, k=3)
+        old = profile.attribute(x, 3, target=y, k=3)
     assert torch.equal(new.activations, old.activations)
     assert torch.equal(new.class_means, old.class_means)
 
@@ -246,3 +246,28 @@ def test_layer_called_twice_gives_captums_layer_activation():
     result = NeuronProfile(model, model.shared).interpret(x, 1, quantiles=())
     expected = LayerActivation(model, model.shared).attribute(x)[:, 1]
     assert torch.equal(result.activations, expected)
+
+
+def test_old_names_are_deprecated_aliases(setup):
+    model, x, y, _, _ = setup
+    profile = NeuronProfile(model, model.relu3)
+    new = profile.interpret(x, (5, 1, 1), target=y, attribute_to_neuron_input=True)
+    with pytest.warns(FutureWarning, match="labels= is deprecated, use target="):
+        old = profile.interpret(x, (5, 1, 1), labels=y, attribute_to_neuron_input=True)
+    assert torch.equal(new.class_means, old.class_means)
+    with pytest.warns(FutureWarning, match="attribute_to_neuron_input="):
+        old = profile.interpret(x, (5, 1, 1), target=y, attribute_to_layer_input=True)
+    assert torch.equal(new.activations, old.activations)
+    with pytest.raises(TypeError, match="both"):
+        profile.interpret(x, 3, labels=y, target=y)
+
+
+def test_layer_given_by_dotted_name(setup):
+    model, x, y, _, _ = setup
+    by_name = NeuronProfile(model, "fc2").interpret(x, 3, target=y, k=3)
+    by_module = NeuronProfile(model, model.fc2).interpret(x, 3, target=y, k=3)
+    assert torch.equal(by_name.activations, by_module.activations)
+    with pytest.raises(ValueError, match="layer 'fc9' is not a submodule"):
+        NeuronProfile(model, "fc9")
+    with pytest.raises(ValueError, match="only when forward_func is an nn.Module"):
+        NeuronProfile(lambda t: model(t), "fc2")

@@ -8,15 +8,15 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from ..._utils.captum_compat import NeuronSelector, format_additional_forward_args
-from ..._utils.deprecation import warn_deprecated
+from ..._utils.deprecation import renamed_kwargs, warn_deprecated
 from ..._utils.hooks import preserve_model_state
 from ..._utils.layer_eval import layer_eval, normalize_selector, select_neuron_values
+from ..._utils.layers import resolve_layer
 from ..._utils.memory import check_memory
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import (
     check_finite_inputs,
-    check_module,
     check_number,
     check_positive_float,
     check_positive_int,
@@ -198,8 +198,9 @@ class NeuronActivationMaximization:
     Args:
         forward_func (Callable or torch.nn.Module): the model or its forward
             function (an ``nn.Module`` when Lucent objectives are used).
-        layer (torch.nn.Module, optional): the layer whose output holds the
-            neuron; only None when every call passes ``objective``.
+        layer (torch.nn.Module or str, optional): the layer whose output
+            holds the neuron, or its dotted name in ``forward_func``; only
+            None when every call passes ``objective``.
         device_ids (list of int, optional): the devices of a
             ``DataParallel`` forward function, passed to Captum's layer
             evaluation. Default: None
@@ -208,15 +209,16 @@ class NeuronActivationMaximization:
     def __init__(
         self,
         forward_func: Callable,
-        layer: Optional[nn.Module] = None,
+        layer: Union[None, nn.Module, str] = None,
         device_ids: Optional[List[int]] = None,
     ) -> None:
         if not callable(forward_func):
             raise ValueError("forward_func must be a callable (the model)")
         self.forward_func = forward_func
-        self.layer = None if layer is None else check_module("layer", layer)
+        self.layer = None if layer is None else resolve_layer(forward_func, layer)
         self.device_ids = device_ids
 
+    @renamed_kwargs(attribute_to_layer_input="attribute_to_neuron_input")
     @log_usage(part_of_slo=True)
     def interpret(
         self,
@@ -233,8 +235,8 @@ class NeuronActivationMaximization:
         negative: bool = False,
         init_codes: Optional[Tensor] = None,
         additional_forward_args: Any = None,
-        attribute_to_layer_input: bool = False,
-        seed: Optional[int] = None,
+        attribute_to_neuron_input: bool = False,
+        seed: Optional[int] = 0,
         show_progress: bool = False,
     ) -> ActivationMaximizationResult:
         r"""Optimise ``n_inputs`` inputs for the neuron or objective.
@@ -266,8 +268,9 @@ class NeuronActivationMaximization:
             lr (float, optional): Adam learning rate. Default: 0.05
             transforms (Callable or list of Callable, optional): random
                 transforms applied before the model (e.g.
-                :func:`~captum_inverseset.param.standard_transforms`); those
-                with a ``generator`` argument draw from ``seed``.
+                :func:`~captum_inverseset.param.standard_transforms`, which
+                keeps the input size, so models with a fixed-size head work);
+                those with a ``generator`` argument draw from ``seed``.
                 Default: None
             total_variation_weight (float, optional): :math:`\lambda_{TV}`.
                 Default: 0.0
@@ -279,10 +282,12 @@ class NeuronActivationMaximization:
                 parameterization's random codes)
             additional_forward_args (Any, optional): extra arguments of the
                 forward function. Default: None
-            attribute_to_layer_input (bool, optional): select the neuron in
-                the layer's input. Default: False
-            seed (int, optional): seed of the initial codes and transforms.
-                Default: None (random)
+            attribute_to_neuron_input (bool, optional): select the neuron in
+                the layer's input (Captum's ``NeuronAttribution`` name;
+                ``attribute_to_layer_input=`` is the deprecated old name).
+                Default: False
+            seed (int, optional): seed of the initial codes and transforms;
+                None draws a random seed. Default: 0
             show_progress (bool, optional): a progress bar over the steps.
                 Default: False
 
@@ -377,7 +382,7 @@ class NeuronActivationMaximization:
                     (x,),
                     self.layer,
                     args,
-                    attribute_to_layer_input=attribute_to_layer_input,
+                    attribute_to_layer_input=attribute_to_neuron_input,
                     grad_enabled=grad,
                     device_ids=self.device_ids,
                 )

@@ -6,7 +6,7 @@ top-k/bottom-k of the inputs, and summarises the neuron as a histogram, top-k
 and bottom-k examples, examples at chosen quantiles and per-class means.
 """
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.log import log_usage
@@ -20,13 +20,13 @@ from ..._utils.data import (
     is_tensor_data,
     iter_batches,
 )
-from ..._utils.deprecation import deprecated_alias
+from ..._utils.deprecation import deprecated_alias, renamed_kwargs
 from ..._utils.hooks import preserve_model_state
 from ..._utils.layer_eval import layer_eval, normalize_selector, select_neuron_values
+from ..._utils.layers import resolve_layer
 from ..._utils.memory import available_memory, check_memory
 from ..._utils.progress import progress
 from ..._utils.validation import (
-    check_module,
     check_number,
     check_positive_int,
     model_device,
@@ -52,6 +52,25 @@ def _check_finite_activations(acts: Tensor, offset: int) -> None:
             f"example(s) of inputs (first: example {first}); the model produces "
             "non-finite values there"
         )
+
+
+def _selector_text(selector: Any) -> Optional[str]:
+    """A selector as written in Python and on the command line: ``3``,
+    ``(5, :, :)``, ``(5, 0:2, 1)``; None for a callable."""
+    if callable(selector):
+        return None
+
+    def part(p: Any) -> str:
+        if not isinstance(p, slice):
+            return str(p)
+        text = (
+            f"{'' if p.start is None else p.start}:{'' if p.stop is None else p.stop}"
+        )
+        return text if p.step is None else f"{text}:{p.step}"
+
+    if isinstance(selector, tuple):
+        return "(" + ", ".join(part(p) for p in selector) + ")"
+    return part(selector)
 
 
 def _check_quantiles(quantiles: Sequence[float]) -> Tuple[float, ...]:
@@ -81,8 +100,8 @@ def _check_hist_range(hist_range: Any) -> Optional[Tuple[float, float]]:
 def _check_labels(labels: Any, n: int) -> Tensor:
     """Class labels of ``n`` examples as a long tensor on the CPU."""
     if torch.is_tensor(labels) and labels.device.type == "meta":
-        raise ValueError("labels is a meta tensor: it holds no values")
-    return format_target(labels, n, torch.device("cpu"), name="labels")
+        raise ValueError("target is a meta tensor: it holds no values")
+    return format_target(labels, n, torch.device("cpu"), name="target")
 
 
 # Bytes per histogram bin: float64 edges, their bucketize copy, int64 counts.
@@ -157,7 +176,9 @@ class NeuronProfile:
     Args:
         forward_func (Callable or torch.nn.Module): the model or its forward
             function.
-        layer (torch.nn.Module): the layer whose output holds the neuron.
+        layer (torch.nn.Module or str): the layer whose output holds the
+            neuron, or its dotted name in ``forward_func``
+            (``"layer3.1.conv2"``).
         device_ids (list of int, optional): the devices of a
             ``DataParallel`` forward function, passed to Captum's layer
             evaluation to gather the layer's outputs. Default: None
@@ -166,23 +187,26 @@ class NeuronProfile:
     def __init__(
         self,
         forward_func: Callable,
-        layer: nn.Module,
+        layer: Union[nn.Module, str],
         device_ids: Optional[List[int]] = None,
     ) -> None:
         if not callable(forward_func):
             raise ValueError("forward_func must be a callable (the model)")
         self.forward_func = forward_func
-        self.layer = check_module("layer", layer)
+        self.layer = resolve_layer(forward_func, layer)
         self.device_ids = device_ids
 
+    @renamed_kwargs(
+        labels="target", attribute_to_layer_input="attribute_to_neuron_input"
+    )
     @log_usage(part_of_slo=True)
     def interpret(
         self,
         inputs: DatasetLike,
         neuron_selector: NeuronSelector,
-        labels: Optional[Tensor] = None,
+        target: Any = None,
         additional_forward_args: Any = None,
-        attribute_to_layer_input: bool = False,
+        attribute_to_neuron_input: bool = False,
         k: int = 9,
         quantiles: Sequence[float] = (0.01, 0.1, 0.5, 0.9, 0.99),
         n_bins: int = 50,
@@ -198,21 +222,25 @@ class NeuronProfile:
                 tensor (or tuple of tensors, for models with several inputs) is
                 processed in chunks of ``batch_size``. Any other iterable (a
                 ``DataLoader``) must yield ``x`` or ``(x, y)`` batches, with
-                ``y`` the labels; it is iterated once, and a second time (in
-                the same order, so no shuffling) when ``quantiles`` is not
+                ``y`` the class labels; it is iterated once, and a second time
+                (in the same order, so no shuffling) when ``quantiles`` is not
                 empty.
             neuron_selector (int, tuple, slice or Callable): Captum's neuron
                 selector on the layer output: an int or tuple indexing one
                 value per example (slices sum a region), or a callable
                 returning one value per example. An out-of-range index
                 raises Captum's own error.
-            labels (Tensor, optional): ``(N,)`` integer labels of tensor
-                inputs, for the per-class means. Default: None
+            target (int, Tensor or list, optional): the class labels of tensor
+                inputs, ``(N,)`` integer class indices (or one int for all),
+                for the per-class means; Captum's ``target``. ``labels=`` is
+                its deprecated old name. Default: None
             additional_forward_args (Any, optional): extra arguments of the
                 forward function, passed unchanged with every batch.
                 Default: None
-            attribute_to_layer_input (bool, optional): select the neuron in
-                the layer's input instead of its output. Default: False
+            attribute_to_neuron_input (bool, optional): select the neuron in
+                the layer's input instead of its output (Captum's
+                ``NeuronAttribution`` name; ``attribute_to_neuron_input=`` is
+                the deprecated old name). Default: False
             k (int, optional): number of top and bottom examples. Default: 9
             quantiles (sequence of float, optional): levels in [0, 1] at which
                 to pick examples. Default: (0.01, 0.1, 0.5, 0.9, 0.99)
@@ -239,7 +267,7 @@ class NeuronProfile:
             >>> data = load_digits_dataset()
             >>> profile = NeuronProfile(model, model.fc2)
             >>> result = profile.interpret(
-            ...     data.test_inputs, neuron_selector=3, labels=data.test_labels
+            ...     data.test_inputs, neuron_selector=3, target=data.test_labels
             ... )
             >>> result.class_means.argmax()  # the neuron is the logit of "3"
             tensor(3)
@@ -255,13 +283,13 @@ class NeuronProfile:
             n_classes = check_positive_int("n_classes", n_classes)
             check_memory("n_classes", n_classes, _BYTES_PER_CLASS * n_classes)
         neuron_selector = normalize_selector(neuron_selector)
-        if labels is not None:
+        if target is not None:
             if not is_tensor_data(inputs):
                 raise ValueError(
-                    "labels must be None when inputs is a DataLoader: yield "
+                    "target must be None when inputs is a DataLoader: yield "
                     "(inputs, labels) batches instead"
                 )
-            labels = _check_labels(labels, _n_examples(inputs))
+            target = _check_labels(target, _n_examples(inputs))
 
         device = model_device(self.forward_func)
         values: List[Tensor] = []
@@ -276,7 +304,7 @@ class NeuronProfile:
             ) as bar,
         ):
             for batch, batch_labels in iter_batches(
-                inputs, labels, batch_size, "labels"
+                inputs, target, batch_size, "target"
             ):
                 batch = tuple(t.to(device) for t in batch)
                 n = batch[0].shape[0]
@@ -284,7 +312,7 @@ class NeuronProfile:
                     batch,
                     neuron_selector,
                     additional_forward_args,
-                    attribute_to_layer_input,
+                    attribute_to_neuron_input,
                 )
                 _check_finite_activations(acts, offset)
                 idx = torch.arange(offset, offset + n)
@@ -325,7 +353,8 @@ class NeuronProfile:
             activations,
             batch_size,
             additional_forward_args,
-            check=(neuron_selector, attribute_to_layer_input),
+            check=(neuron_selector, attribute_to_neuron_input),
+            show_progress=show_progress,
         )
 
         class_means = class_counts = None
@@ -335,15 +364,15 @@ class NeuronProfile:
                 n_cls = int(all_labels.max()) + 1
                 if _BYTES_PER_CLASS * n_cls > 0.5 * available_memory():
                     raise ValueError(
-                        f"labels has class index {n_cls - 1}: the per-class "
+                        f"target has class index {n_cls - 1}: the per-class "
                         "means would not fit in memory; pass n_classes or "
-                        "check the labels"
+                        "check the target"
                     )
             else:
                 n_cls = n_classes
                 if int(all_labels.max()) >= n_cls:
                     raise ValueError(
-                        f"labels has class index {int(all_labels.max())}, but "
+                        f"target has class index {int(all_labels.max())}, but "
                         f"n_classes is {n_cls} (valid: 0 to {n_cls - 1})"
                     )
             class_counts = torch.bincount(all_labels, minlength=n_cls)
@@ -369,7 +398,7 @@ class NeuronProfile:
             class_means=class_means,
             class_counts=class_counts,
             n_examples=offset,
-            neuron=repr(neuron_selector) if not callable(neuron_selector) else None,
+            neuron=_selector_text(neuron_selector),
         )
 
     def _gather_examples(
@@ -380,6 +409,7 @@ class NeuronProfile:
         batch_size: int,
         additional_forward_args: Any,
         check: Optional[Tuple[NeuronSelector, bool]] = None,
+        show_progress: bool = False,
     ) -> Optional[Tensor]:
         """First input tensor of the examples at ``indices`` (dataset order)."""
         if indices.numel() == 0:
@@ -389,12 +419,15 @@ class NeuronProfile:
         # A DataLoader cannot be indexed: walk it again and pick the examples.
         wanted = {int(i): [] for i in indices.unique()}
         offset = 0
-        for batch, _ in iter_batches(inputs, None, batch_size, "labels"):
-            n = batch[0].shape[0]
-            for i in wanted:
-                if offset <= i < offset + n:
-                    wanted[i].append(batch[0][i - offset].detach().cpu())
-            offset += n
+        total = count_batches(inputs, batch_size)
+        with progress(total, show_progress, "NeuronProfile examples") as bar:
+            for batch, _ in iter_batches(inputs, None, batch_size, "inputs"):
+                n = batch[0].shape[0]
+                for i in wanted:
+                    if offset <= i < offset + n:
+                        wanted[i].append(batch[0][i - offset].detach().cpu())
+                offset += n
+                bar.update()
         if offset != activations.shape[0] or any(len(v) != 1 for v in wanted.values()):
             raise ValueError(
                 "inputs yielded a different number of examples on its second pass: "
@@ -412,13 +445,13 @@ class NeuronProfile:
         indices: Tensor,
         activations: Tensor,
         neuron_selector: NeuronSelector,
-        attribute_to_layer_input: bool,
+        attribute_to_neuron_input: bool,
     ) -> None:
         """Raise if the second pass picked other examples than the first saw."""
         device = model_device(self.forward_func)
         with preserve_model_state(self.forward_func), torch.no_grad():
             again = self._neuron_values(
-                (picked.to(device),), neuron_selector, None, attribute_to_layer_input
+                (picked.to(device),), neuron_selector, None, attribute_to_neuron_input
             )
         if not torch.allclose(again, activations[indices], rtol=1e-4, atol=1e-5):
             raise ValueError(
@@ -431,7 +464,7 @@ class NeuronProfile:
         batch: Tuple[Tensor, ...],
         neuron_selector: NeuronSelector,
         additional_forward_args: Any,
-        attribute_to_layer_input: bool,
+        attribute_to_neuron_input: bool,
     ) -> Tensor:
         """``(n,)`` float32 CPU values of the neuron on one batch (one forward,
         through the package's one layer evaluation and selector rule)."""
@@ -440,7 +473,7 @@ class NeuronProfile:
             batch,
             self.layer,
             additional_forward_args,
-            attribute_to_layer_input=attribute_to_layer_input,
+            attribute_to_layer_input=attribute_to_neuron_input,
             device_ids=self.device_ids,
         )
         values = select_neuron_values(out, neuron_selector, batch[0].shape[0])

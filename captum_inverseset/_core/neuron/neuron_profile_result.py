@@ -31,7 +31,7 @@ class NeuronProfileResult(InterpretationResult):
             example of nearest rank :math:`\mathrm{round}(q (N - 1))` in
             ascending order for each level.
         class_means, class_counts (Tensor or None): ``(n_classes,)`` mean
-            activation and number of examples per label, when labels were given
+            activation and number of examples per class, when a target was given
             (NaN mean for a class with no example).
         n_examples (int): number of examples.
     """
@@ -126,7 +126,7 @@ class NeuronProfileResult(InterpretationResult):
         )
         if which == "quantile":
             titles = [
-                f"q={float(q):.2f}: {float(a):.2f}"
+                f"q={float(q):.2f}\n{float(a):.2f}"
                 for q, a in zip(self.quantiles, acts)
             ]
         else:
@@ -148,7 +148,7 @@ class NeuronProfileResult(InterpretationResult):
         import matplotlib.pyplot as plt
 
         if self.class_means is None:
-            raise ValueError("no labels were given, so there are no class means")
+            raise ValueError("no target was given, so there are no class means")
         fig, ax = plt_fig_axis if plt_fig_axis is not None else plt.subplots()
         ax.bar(range(len(self.class_means)), self.class_means.numpy())
         ax.set_xlabel("class")
@@ -156,8 +156,9 @@ class NeuronProfileResult(InterpretationResult):
         ax.set_title("mean activation per class")
         return fig, ax
 
-    def plot(self, fig_size: Tuple[float, float] = (12, 7)):
-        """Summary figure: histogram, class means, top/bottom/quantile examples.
+    def plot(self, fig_size: Tuple[float, float] = (13, 8.5)):
+        """Summary figure: histogram, class means, top/bottom/quantile examples
+        (each captioned with its activation) and the summary statistics.
 
         Example panels are drawn only when the examples are images.
 
@@ -181,5 +182,30 @@ class NeuronProfileResult(InterpretationResult):
             else:
                 ax.axis("off")
         axes[1, 2].axis("off")
+        axes[1, 2].text(
+            0.0,
+            1.0,
+            self._summary(),
+            va="top",
+            ha="left",
+            fontsize=11,
+            family="monospace",
+            transform=axes[1, 2].transAxes,
+        )
         fig.tight_layout()
         return fig, axes
+
+    def _summary(self) -> str:
+        a = self.activations.double()
+        low, high = self.activation_range(0.99, 1.0)
+        rows = [
+            ("examples", f"{int(self.n_examples)}"),
+            ("mean", f"{float(a.mean()):.3g}"),
+            ("std", f"{float(a.std()) if a.numel() > 1 else 0.0:.3g}"),
+            ("min", f"{float(a.min()):.3g}"),
+            ("max", f"{float(a.max()):.3g}"),
+            ("top 1% band", f"[{low:.3g}, {high:.3g}]"),
+        ]
+        if self.neuron is not None:
+            rows.insert(0, ("neuron", str(self.neuron)))
+        return "\n".join(f"{k:<12} {v}" for k, v in rows)
