@@ -54,7 +54,7 @@ def run_ours(model, layer_name, unit, shape, steps, lr, seed, use_selector):
         kw["objective"] = channel(layer_name, unit)
     param = FFTImageParameterization(shape)
     start = time.perf_counter()
-    result = am.attribute(param, **kw)
+    result = am.interpret(parameterization=param, **kw)
     elapsed = time.perf_counter() - start
     return elapsed / steps, result.inputs, count_hooks(model)
 

@@ -9,16 +9,23 @@ from typing import Any, Dict, List, Optional
 
 __all__ = ["Report"]
 
+# Figures keep their natural size (110 dpi) up to the page width: small ones
+# sit side by side, wide ones (the profile) take a row, none is shrunk until
+# its labels are unreadable.
 _STYLE = """
-body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222;
+       padding: 0 1em; }
 h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
 section { margin-bottom: 2.5em; }
-figure { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top; }
-figure img { max-width: 520px; border: 1px solid #eee; }
-figcaption { font-size: .85em; color: #555; max-width: 520px; }
+figure { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top;
+         max-width: 100%; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .9em; color: #444; max-width: 540px; }
 table { border-collapse: collapse; margin: .5em 0; font-size: .9em; }
 td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
 th { background: #f4f4f4; }
+p.finding { background: #f6f8fa; border-left: 4px solid #4a7ebb;
+            padding: .6em .9em; max-width: 1000px; }
 .note { color: #555; font-size: .9em; }
 """
 
@@ -68,12 +75,18 @@ class Report:
     ) -> None:
         sec["items"].append(("table", rows, caption, None))
 
+    def add_text(self, sec: Dict[str, Any], text: str) -> None:
+        """A highlighted paragraph (a finding read from the numbers)."""
+        sec["items"].append(("text", text, "", None))
+
     def add_results(self, key: str, values: Dict[str, Any]) -> None:
         self.results[key] = values
 
     def _render_item(self, item) -> str:
         kind, payload, caption, fname = item
         cap = html.escape(caption)
+        if kind == "text":
+            return f'<p class="finding">{html.escape(payload)}</p>'
         if kind == "figure":
             b64 = base64.b64encode(payload).decode("ascii")
             return (

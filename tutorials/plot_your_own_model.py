@@ -23,6 +23,10 @@ Pretrained torchvision models expect normalised inputs; wrap the model so our
 samplers can work in [0, 1] image space::
 
     model = torch.nn.Sequential(torchvision.transforms.Normalize(mean, std), model)
+
+(the command line does this with ``--normalize MEAN STD``). Layers are given
+as modules, as to Captum, or by their dotted names in the model
+(``"layer1.0.conv1"``).
 """
 
 import matplotlib.pyplot as plt
@@ -30,9 +34,15 @@ import torch
 import torchvision
 from captum.attr import LayerGradCam
 
-from captum_inverseset import NeuronInverseSet, NeuronShapley
+from captum_inverseset import (
+    NetworkDissection,
+    NeuronActivationMaximization,
+    NeuronInverseSet,
+    NeuronProfile,
+    NeuronShapley,
+)
 from captum_inverseset.hooks import count_hooks
-from captum_inverseset.param import GeneratorParameterization
+from captum_inverseset.param import GeneratorParameterization, standard_transforms
 from captum_inverseset.visualization import visualize_image_grid
 
 torch.set_num_threads(1)
@@ -156,6 +166,34 @@ gan_result = gan_sampler.sample(
 assert gan_result.codes.shape == (8, 16)
 print(f"with a generator: feasible {gan_result.feasible_fraction:.2f}")
 fig, ax = visualize_image_grid(gan_result.inputs, title="samples through the GAN")
+
+###############################################################################
+# Profile, activation maximisation and dissection by layer name
+# -------------------------------------------------------------
+# The report classes take the layer's dotted name as well. A channel is one
+# value per image with slices (summed over space, Captum's convention).
+# ``standard_transforms(32)`` jitters, scales and rotates the 32x32 images and
+# crops them back to 32x32, so a model with a fixed-size head would work too.
+
+channel = (5, slice(None), slice(None))
+layer = "layer3.0.conv2"
+profile = NeuronProfile(model, layer).interpret(images, channel, k=3)
+print("top activations:", [round(a, 3) for a in profile.top_activations.tolist()])
+am = NeuronActivationMaximization(model, layer).interpret(
+    channel,
+    input_shape=(3, 32, 32),
+    n_inputs=2,
+    n_steps=10,
+    transforms=standard_transforms(32),
+)
+assert am.inputs.shape == (2, 3, 32, 32)
+assert bool((am.final_objective > am.initial_objective).all())
+bright = images.mean(1) > 0.5  # a toy "concept": bright pixels
+dissection = NetworkDissection(model, "layer1.0.conv1").interpret(
+    images, bright, concept_names=["bright"], quantile=0.99
+)
+units, iou = dissection.rank_units("bright", k=3)
+print("units most aligned with bright pixels:", units.tolist())
 
 ###############################################################################
 # Nothing is left on the model

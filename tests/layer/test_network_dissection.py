@@ -33,7 +33,7 @@ def _hand_case():
 def test_iou_equals_hand_computation():
     acts, masks = _hand_case()
     model = _identity_model()
-    result = NetworkDissection(model, model[0]).attribute(
+    result = NetworkDissection(model, model[0]).interpret(
         acts,
         masks,
         ["corner", "nothing"],
@@ -62,7 +62,7 @@ def test_quantile_thresholds_and_iou_equal_brute_force():
     acts = torch.randn(6, 3, 5, 5, generator=gen)
     masks = torch.rand(6, 2, 5, 5, generator=gen) > 0.7
     model = _identity_model()
-    result = NetworkDissection(model, model[0]).attribute(
+    result = NetworkDissection(model, model[0]).interpret(
         acts, masks, quantile=0.9, batch_size=4
     )
     flat = acts.transpose(0, 1).reshape(3, -1)
@@ -87,13 +87,13 @@ def test_dataloader_equals_tensor_and_units_subset():
     masks = torch.rand(10, 3, 6, 6, generator=gen) > 0.5
     model = _identity_model()
     method = NetworkDissection(model, model[0])
-    a = method.attribute(acts, masks, units=[1, 3], quantile=0.8, batch_size=3)
+    a = method.interpret(acts, masks, units=[1, 3], quantile=0.8, batch_size=3)
     loader = DataLoader(TensorDataset(acts, masks), batch_size=4)
-    b = method.attribute(loader, units=[1, 3], quantile=0.8)
+    b = method.interpret(loader, units=[1, 3], quantile=0.8)
     for f in ("iou", "intersection", "union", "thresholds", "units"):
         assert torch.equal(getattr(a, f), getattr(b, f)), f
     assert a.units.tolist() == [1, 3]
-    full = method.attribute(acts, masks, quantile=0.8)
+    full = method.interpret(acts, masks, quantile=0.8)
     assert torch.equal(full.iou[[1, 3]], a.iou)
 
 
@@ -104,7 +104,7 @@ def test_digits_layer_runs_and_leaves_model_unchanged():
     model.train()
     x = load_digits_dataset().test_inputs[:64]
     ink = x[:, 0] > 0.5
-    result = NetworkDissection(model, model.relu2).attribute(
+    result = NetworkDissection(model, model.relu2).interpret(
         x, torch.stack([ink, ~ink], 1), ["ink", "background"], quantile=0.95
     )
     assert result.iou.shape == (32, 2)
@@ -128,14 +128,14 @@ def test_bad_arguments_raise_value_error(kwargs, match):
     model = _identity_model()
     kwargs.setdefault("concept_masks", masks)
     with pytest.raises(ValueError, match=match):
-        NetworkDissection(model, model[0]).attribute(acts, **kwargs)
+        NetworkDissection(model, model[0]).interpret(acts, **kwargs)
     assert count_hooks(model) == 0
 
 
 def test_plot_and_save_load(tmp_path):
     acts, masks = _hand_case()
     model = _identity_model()
-    result = NetworkDissection(model, model[0]).attribute(
+    result = NetworkDissection(model, model[0]).interpret(
         acts, masks, thresholds=torch.tensor([0.5, 0.5]), upsample_mode="nearest"
     )
     fig, ax = result.plot("concept_0", k=2)
@@ -145,3 +145,87 @@ def test_plot_and_save_load(tmp_path):
     assert torch.equal(loaded.iou, result.iou)
     assert loaded.concept_names == ["concept_0", "concept_1"]
     assert loaded.rank_units(0)[0].tolist() == [0, 1]
+
+
+def test_interpret_is_the_verb_and_attribute_a_deprecated_alias():
+    from captum.attr import Attribution
+
+    acts, masks = _hand_case()
+    model = _identity_model()
+    method = NetworkDissection(model, model[0])
+    assert not isinstance(method, Attribution)
+    kw = dict(thresholds=torch.tensor([0.5, 0.5]), upsample_mode="nearest")
+    new = method.interpret(acts, masks, **kw)
+    with pytest.warns(FutureWarning, match="interpret"):
+        old = method.attribute(acts, masks, **kw)
+    assert torch.equal(new.iou, old.iou)
+
+
+def test_layer_and_neuron_packages_do_not_import_each_other():
+    import inspect
+
+    import captum_inverseset._core.layer.network_dissection as module
+
+    source = inspect.getsource(module)
+    assert "_core.neuron" not in source and "..neuron" not in source
+
+
+def test_linear_layer_iou_compares_examples():
+    # a linear layer: each unit has one value per example, each concept one
+    # bit per example; IoU compares the examples above T_u with the concept's
+    acts = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    masks = torch.tensor([[1, 0], [1, 1], [0, 0], [1, 0]], dtype=torch.bool)
+    model = _identity_model()
+    result = NetworkDissection(model, model[0]).interpret(
+        acts, masks, thresholds=torch.tensor([0.5, 0.5])
+    )
+    # unit 0 active on {0, 1}; concept 0 on {0, 1, 3}: I = 2, U = 3
+    # unit 0 / concept 1 on {1}: I = 1, U = 2
+    # unit 1 active on {1, 2}; concept 0: I = 1, U = 4; concept 1: I = 1, U = 2
+    assert result.intersection.tolist() == [[2, 1], [1, 1]]
+    assert result.union.tolist() == [[3, 2], [4, 2]]
+    assert torch.allclose(result.iou, torch.tensor([[2 / 3, 0.5], [0.25, 0.5]]))
+    # one concept without its K dimension
+    single = NetworkDissection(model, model[0]).interpret(
+        acts, masks[:, 0], thresholds=torch.tensor([0.5, 0.5])
+    )
+    assert torch.equal(single.iou[:, 0], result.iou[:, 0])
+
+
+def test_conv1d_layer_iou_equals_brute_force_with_resampling():
+    gen = torch.Generator().manual_seed(2)
+    acts = torch.randn(5, 3, 4, generator=gen)  # (N, C, L)
+    masks = torch.rand(5, 2, 8, generator=gen) > 0.5  # (N, K, 2L)
+    model = _identity_model()
+    result = NetworkDissection(model, model[0]).interpret(
+        acts, masks, quantile=0.8, upsample_mode="nearest"
+    )
+    expected_t = torch.quantile(acts.transpose(0, 1).reshape(3, -1), 0.8, dim=1)
+    assert torch.allclose(result.thresholds, expected_t, atol=1e-6)
+    up = acts.repeat_interleave(2, dim=2)  # nearest resampling of L to 2L
+    active = up > result.thresholds[None, :, None]
+    for u in range(3):
+        for k in range(2):
+            inter = int((active[:, u] & masks[:, k]).sum())
+            union = int((active[:, u] | masks[:, k]).sum())
+            assert int(result.intersection[u, k]) == inter
+            assert int(result.union[u, k]) == union
+    linear = NetworkDissection(model, model[0]).interpret(
+        acts, masks, quantile=0.8, upsample_mode="linear"
+    )
+    assert linear.iou.shape == (3, 2)
+
+
+def test_real_conv1d_and_linear_layers_by_name():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 6)
+    )
+    x = torch.randn(10, 2, 8)
+    conv = NetworkDissection(model, "1").interpret(x, torch.rand(10, 3, 8) > 0.5)
+    assert conv.iou.shape == (4, 3)
+    head = NetworkDissection(model, "3").interpret(x, torch.rand(10, 3) > 0.5)
+    assert head.iou.shape == (6, 3)
+    with pytest.raises(ValueError, match=r"concept_masks must be \(N, K\)"):
+        NetworkDissection(model, "3").interpret(x, torch.rand(10, 3, 8) > 0.5)
+    assert count_hooks(model) == 0

@@ -6,143 +6,108 @@ top-k/bottom-k of the inputs, and summarises the neuron as a histogram, top-k
 and bottom-k examples, examples at chosen quantiles and per-class means.
 """
 
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
-from captum.attr import NeuronAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ..._utils.captum_compat import (
-    NeuronSelector,
-    format_additional_forward_args,
-    format_inputs,
-    select_neuron,
+from ..._utils.captum_compat import NeuronSelector, format_inputs
+from ..._utils.data import (
+    DatasetLike,
+    count_batches,
+    format_target,
+    is_tensor_data,
+    iter_batches,
 )
-from ..._utils.hooks import capture_layer, preserve_model_state
+from ..._utils.deprecation import deprecated_alias, renamed_kwargs
+from ..._utils.hooks import preserve_model_state
+from ..._utils.layer_eval import layer_eval, normalize_selector, select_neuron_values
+from ..._utils.layers import resolve_layer
+from ..._utils.memory import available_memory, check_memory
 from ..._utils.progress import progress
-from ..._utils.results import InterpretationResult, result_dataclass
-from ..._utils.validation import check_module, check_positive_int, model_device
+from ..._utils.validation import (
+    check_number,
+    check_positive_int,
+    model_device,
+)
+from .neuron_profile_result import NeuronProfileResult
 
 __all__ = ["NeuronProfile", "NeuronProfileResult"]
 
-DatasetLike = Union[Tensor, Tuple[Tensor, ...], Any]
+
+def _n_examples(inputs: Any) -> int:
+    first = inputs if torch.is_tensor(inputs) else inputs[0]
+    return first.shape[0] if first.dim() else 0
 
 
-# ---------------------------------------------------------------------------
-# helpers shared by the dataset-streaming classes of this folder
-# ---------------------------------------------------------------------------
-
-
-def _is_tensor_data(inputs: Any) -> bool:
-    return torch.is_tensor(inputs) or (
-        isinstance(inputs, tuple) and len(inputs) > 0 and torch.is_tensor(inputs[0])
-    )
-
-
-def _iter_batches(
-    inputs: DatasetLike,
-    extra: Optional[Tensor],
-    batch_size: int,
-    extra_name: str,
-) -> Iterator[Tuple[Tuple[Tensor, ...], Optional[Tensor]]]:
-    """Yield ``(inputs_tuple, extra_or_None)`` batches.
-
-    ``inputs`` is a tensor or a tuple of tensors (chunked by ``batch_size``,
-    ``extra`` chunked alongside), or an iterable of batches (a DataLoader) whose
-    items are ``x`` or ``(x, extra)`` with ``x`` a tensor or tuple of tensors.
-    """
-    if _is_tensor_data(inputs):
-        tensors = format_inputs(inputs)
-        n = tensors[0].shape[0]
-        if any(t.shape[0] != n for t in tensors):
-            raise ValueError("inputs: all tensors must have the same first dimension")
-        if extra is not None and extra.shape[0] != n:
-            raise ValueError(
-                f"{extra_name} has {extra.shape[0]} entries but inputs has {n}"
-            )
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            yield (
-                tuple(t[sl] for t in tensors),
-                None if extra is None else extra[sl],
-            )
-        return
-    if extra is not None:
+def _check_finite_activations(acts: Tensor, offset: int) -> None:
+    """The model must give the neuron a finite value on every (finite) input:
+    a NaN would end up as the top activation and in NaN histogram edges."""
+    bad = ~torch.isfinite(acts)
+    if bool(bad.any()):
+        first = offset + int(bad.nonzero()[0, 0])
         raise ValueError(
-            f"{extra_name} must be None when inputs is a DataLoader: yield "
-            f"(inputs, {extra_name}) batches instead"
+            f"the neuron's activation is NaN or infinite on {int(bad.sum())} "
+            f"example(s) of inputs (first: example {first}); the model produces "
+            "non-finite values there"
         )
-    try:
-        iterator = iter(inputs)
-    except TypeError:
-        raise ValueError(
-            "inputs must be a tensor, a tuple of tensors or an iterable of batches "
-            f"(e.g. a DataLoader), got {type(inputs).__name__}"
-        ) from None
-    for batch in iterator:
-        if torch.is_tensor(batch):
-            yield (batch,), None
-        elif isinstance(batch, (list, tuple)) and len(batch) >= 1:
-            x = batch[0]
-            yield (
-                format_inputs(tuple(x) if isinstance(x, list) else x),
-                (batch[1] if len(batch) > 1 else None),
-            )
-        else:
-            raise ValueError(
-                "every batch of inputs must be a tensor or an (inputs, "
-                f"{extra_name}) pair, got {type(batch).__name__}"
-            )
 
 
-def _n_batches(inputs: DatasetLike, batch_size: int) -> Optional[int]:
-    if _is_tensor_data(inputs):
-        n = format_inputs(inputs)[0].shape[0]
-        return -(-n // batch_size)
-    try:
-        return len(inputs)
-    except TypeError:
+def _selector_text(selector: Any) -> Optional[str]:
+    """A selector as written in Python and on the command line: ``3``,
+    ``(5, :, :)``, ``(5, 0:2, 1)``; None for a callable."""
+    if callable(selector):
         return None
 
-
-def _layer_output(
-    forward_func: Callable,
-    layer: nn.Module,
-    inputs: Tuple[Tensor, ...],
-    additional_forward_args: Any,
-    attribute_to_layer_input: bool,
-) -> Tensor:
-    """One forward pass; returns ``layer``'s output (or first input)."""
-    args = format_additional_forward_args(additional_forward_args)
-    with capture_layer(layer, capture_input=attribute_to_layer_input) as cap:
-        if args is None:
-            forward_func(*inputs)
-        else:
-            forward_func(*inputs, *args)
-    return cap.input if attribute_to_layer_input else cap.output
-
-
-def _per_example(values: Tensor, n: int, what: str = "neuron_selector") -> Tensor:
-    """Reduce a selector's output to one scalar per example (sum of the rest)."""
-    if values.dim() == 0 or values.shape[0] != n:
-        raise ValueError(
-            f"{what} must give one value per example (first dimension {n}), "
-            f"got shape {tuple(values.shape)}"
+    def part(p: Any) -> str:
+        if not isinstance(p, slice):
+            return str(p)
+        text = (
+            f"{'' if p.start is None else p.start}:{'' if p.stop is None else p.stop}"
         )
-    return values.reshape(n, -1).sum(1)
+        return text if p.step is None else f"{text}:{p.step}"
+
+    if isinstance(selector, tuple):
+        return "(" + ", ".join(part(p) for p in selector) + ")"
+    return part(selector)
 
 
 def _check_quantiles(quantiles: Sequence[float]) -> Tuple[float, ...]:
-    try:
-        qs = tuple(float(q) for q in quantiles)
-    except (TypeError, ValueError):
+    if isinstance(quantiles, (str, bytes)) or not hasattr(quantiles, "__iter__"):
         raise ValueError(
-            f"quantiles must be a sequence of numbers, got {quantiles!r}"
-        ) from None
-    if any(not 0.0 <= q <= 1.0 for q in qs):
-        raise ValueError(f"quantiles must lie in [0, 1], got {qs}")
-    return qs
+            f"quantiles must be a sequence of numbers in [0, 1], got {quantiles!r}"
+        )
+    return tuple(
+        check_number(f"quantiles[{i}]", q, 0.0, 1.0) for i, q in enumerate(quantiles)
+    )
+
+
+def _check_hist_range(hist_range: Any) -> Optional[Tuple[float, float]]:
+    if hist_range is None:
+        return None
+    if not isinstance(hist_range, (tuple, list)) or len(hist_range) != 2:
+        raise ValueError(f"hist_range must be (low, high), got {hist_range!r}")
+    lo = check_number("hist_range[0]", hist_range[0])
+    hi = check_number("hist_range[1]", hist_range[1])
+    if not lo < hi:
+        raise ValueError(
+            f"hist_range must be (low, high) with low < high, got {hist_range!r}"
+        )
+    return lo, hi
+
+
+def _check_labels(labels: Any, n: int) -> Tensor:
+    """Class labels of ``n`` examples as a long tensor on the CPU."""
+    if torch.is_tensor(labels) and labels.device.type == "meta":
+        raise ValueError("target is a meta tensor: it holds no values")
+    return format_target(labels, n, torch.device("cpu"), name="target")
+
+
+# Bytes per histogram bin: float64 edges, their bucketize copy, int64 counts.
+_BYTES_PER_BIN = 32
+# Bytes per class of the per-class means: float64 sums and int64 counts.
+_BYTES_PER_CLASS = 16
 
 
 def _merge_extreme(
@@ -167,192 +132,7 @@ def _merge_extreme(
     return values[order], indices[order], examples[order]
 
 
-# ---------------------------------------------------------------------------
-# result
-# ---------------------------------------------------------------------------
-
-
-@result_dataclass
-class NeuronProfileResult(InterpretationResult):
-    r"""What :meth:`NeuronProfile.attribute` found out about a neuron.
-
-    Attributes:
-        activations (Tensor): ``(N,)`` the neuron's activation on every example,
-            in dataset order.
-        histogram (Tensor): ``(n_bins,)`` counts; bin ``i`` holds the values in
-            ``[bin_edges[i], bin_edges[i + 1])``, the last bin also its right
-            edge (``numpy.histogram``'s convention).
-        bin_edges (Tensor): ``(n_bins + 1,)`` float64 edges.
-        top_indices, top_activations, top_examples (Tensor): the ``k`` examples
-            with the largest activations (largest first; ties: lower index
-            first) and their first input tensor.
-        bottom_indices, bottom_activations, bottom_examples (Tensor): the same
-            for the smallest activations (smallest first).
-        quantiles (Tensor): the requested quantile levels ``(Q,)``.
-        quantile_activations, quantile_indices, quantile_examples (Tensor): the
-            example of nearest rank :math:`\mathrm{round}(q (N - 1))` in
-            ascending order for each level.
-        class_means, class_counts (Tensor or None): ``(n_classes,)`` mean
-            activation and number of examples per label, when labels were given
-            (NaN mean for a class with no example).
-        n_examples (int): number of examples.
-    """
-
-    activations: Optional[Tensor] = None
-    histogram: Optional[Tensor] = None
-    bin_edges: Optional[Tensor] = None
-    top_indices: Optional[Tensor] = None
-    top_activations: Optional[Tensor] = None
-    top_examples: Optional[Tensor] = None
-    bottom_indices: Optional[Tensor] = None
-    bottom_activations: Optional[Tensor] = None
-    bottom_examples: Optional[Tensor] = None
-    quantiles: Optional[Tensor] = None
-    quantile_activations: Optional[Tensor] = None
-    quantile_indices: Optional[Tensor] = None
-    quantile_examples: Optional[Tensor] = None
-    class_means: Optional[Tensor] = None
-    class_counts: Optional[Tensor] = None
-    n_examples: Any = None
-    neuron: Any = None
-
-    def quantile(self, q: Union[float, Sequence[float]]) -> Tensor:
-        """Exact (linearly interpolated) quantile(s) of :attr:`activations`."""
-        qt = torch.as_tensor(q, dtype=torch.float64)
-        if bool(((qt < 0) | (qt > 1)).any()):
-            raise ValueError(f"q must lie in [0, 1], got {q!r}")
-        return torch.quantile(self.activations.double(), qt)
-
-    def activation_range(
-        self, low: float = 0.99, high: Optional[float] = 1.0
-    ) -> Tuple[float, float]:
-        r"""The band of dataset activations between two quantiles, ``(z1, z2)``.
-
-        Pass it as ``activation_range`` to the samplers (e.g.
-        :class:`~captum_inverseset.NeuronInverseSet`): ``low=0.99, high=1.0``
-        is the band of the top 1% of dataset activations.
-
-        Args:
-            low (float, optional): lower quantile level. Default: 0.99
-            high (float or None, optional): upper quantile level; None gives an
-                unbounded band ``(z1, inf)``. Default: 1.0
-
-        Returns:
-            tuple of float: ``(z1, z2)`` with ``z1 <= z2``.
-        """
-        if high is not None and not 0.0 <= low <= high <= 1.0:
-            raise ValueError(
-                f"low and high must satisfy 0 <= low <= high <= 1, got {low}, {high}"
-            )
-        z1 = float(self.quantile(low))
-        z2 = float("inf") if high is None else float(self.quantile(high))
-        return (z1, z2)
-
-    # -- plots ---------------------------------------------------------------
-
-    def plot_histogram(self, plt_fig_axis: Optional[Tuple] = None, **bar_kwargs):
-        """Histogram of the activations. Returns ``(fig, ax)``."""
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt_fig_axis if plt_fig_axis is not None else plt.subplots()
-        edges = self.bin_edges.numpy()
-        ax.bar(
-            edges[:-1],
-            self.histogram.numpy(),
-            width=edges[1:] - edges[:-1],
-            align="edge",
-            **bar_kwargs,
-        )
-        ax.set_xlabel("activation")
-        ax.set_ylabel("examples")
-        ax.set_title("activation histogram")
-        return fig, ax
-
-    def plot_examples(
-        self,
-        which: str = "top",
-        plt_fig_axis: Optional[Tuple] = None,
-        **grid_kwargs,
-    ):
-        """Grid of the ``"top"``, ``"bottom"`` or ``"quantile"`` examples."""
-        from ...visualization import visualize_image_grid
-
-        if which not in ("top", "bottom", "quantile"):
-            raise ValueError(
-                f"which must be 'top', 'bottom' or 'quantile', got {which!r}"
-            )
-        images = getattr(self, f"{which}_examples")
-        acts = getattr(
-            self,
-            "quantile_activations" if which == "quantile" else f"{which}_activations",
-        )
-        if which == "quantile":
-            titles = [
-                f"q={float(q):.2f}: {float(a):.2f}"
-                for q, a in zip(self.quantiles, acts)
-            ]
-        else:
-            titles = [f"{float(a):.2f}" for a in acts]
-        if images is None or images.dim() != 4:
-            raise ValueError("the examples are not images (N, C, H, W)")
-        grid_kwargs.setdefault("vmin", None)
-        grid_kwargs.setdefault("vmax", None)
-        return visualize_image_grid(
-            images,
-            titles=titles,
-            title=f"{which} examples",
-            plt_fig_axis=plt_fig_axis,
-            **grid_kwargs,
-        )
-
-    def plot_class_means(self, plt_fig_axis: Optional[Tuple] = None):
-        """Bar chart of the mean activation per class."""
-        import matplotlib.pyplot as plt
-
-        if self.class_means is None:
-            raise ValueError("no labels were given, so there are no class means")
-        fig, ax = plt_fig_axis if plt_fig_axis is not None else plt.subplots()
-        ax.bar(range(len(self.class_means)), self.class_means.numpy())
-        ax.set_xlabel("class")
-        ax.set_ylabel("mean activation")
-        ax.set_title("mean activation per class")
-        return fig, ax
-
-    def plot(self, fig_size: Tuple[float, float] = (12, 7)):
-        """Summary figure: histogram, class means, top/bottom/quantile examples.
-
-        Example panels are drawn only when the examples are images.
-
-        Returns:
-            ``(fig, axes)``
-        """
-        import matplotlib.pyplot as plt
-
-        images = self.top_examples is not None and self.top_examples.dim() == 4
-        fig, axes = plt.subplots(2, 3, figsize=fig_size)
-        self.plot_histogram(plt_fig_axis=(fig, axes[0, 0]))
-        if self.class_means is not None:
-            self.plot_class_means(plt_fig_axis=(fig, axes[0, 1]))
-        else:
-            axes[0, 1].axis("off")
-        for ax, which in zip(
-            (axes[0, 2], axes[1, 0], axes[1, 1]), ("top", "bottom", "quantile")
-        ):
-            if images:
-                self.plot_examples(which, plt_fig_axis=(fig, ax))
-            else:
-                ax.axis("off")
-        axes[1, 2].axis("off")
-        fig.tight_layout()
-        return fig, axes
-
-
-# ---------------------------------------------------------------------------
-# method
-# ---------------------------------------------------------------------------
-
-
-class NeuronProfile(NeuronAttribution):
+class NeuronProfile:
     r"""Dataset examples and activation statistics of one neuron.
 
     For a neuron chosen with a Captum neuron selector, streams a dataset
@@ -369,9 +149,17 @@ class NeuronProfile(NeuronAttribution):
     * the per-class mean :math:`\bar a_c = \frac{1}{|I_c|}\sum_{i \in I_c}
       a_i`, which shows the classes the neuron discriminates.
 
-    A channel is profiled with a slice selector, e.g. ``(c, slice(None),
-    slice(None))`` sums channel ``c`` over space (Captum's convention), or
-    with a callable such as ``lambda out: out[:, c].mean((1, 2))``.
+    The neuron selector follows the package's one rule (Captum's
+    selection): an int or a tuple of ints must index exactly one value per
+    example; slices in a tuple sum a region per example, so a channel is
+    profiled with ``(c, slice(None), slice(None))`` (channel ``c`` summed over
+    space, Captum's convention) or with a callable such as
+    ``lambda out: out[:, c].mean((1, 2))``. A selector that leaves several
+    values per example (``5`` on a convolutional output) is refused with a
+    ``ValueError`` instead of being summed silently.
+
+    Inputs holding NaN or an infinity are refused (a ``ValueError`` naming
+    ``inputs``), and so is a model that gives the neuron a non-finite value.
 
     The result's :meth:`NeuronProfileResult.activation_range` turns dataset
     quantiles into the ``activation_range`` of the samplers.
@@ -380,33 +168,45 @@ class NeuronProfile(NeuronAttribution):
     concept scores of a layer's units are :class:`NetworkDissection`: each is
     its own class because each answers a different question with different
     inputs (a dataset, a parameterization, a dataset with concept masks), as
-    Captum keeps one method per class.
+    Captum keeps one method per class. Their answer is a report, not an
+    attribution, so they are not Captum ``Attribution`` subclasses and their
+    verb is :meth:`interpret` (as ``captum.concept.TCAV.interpret``);
+    ``attribute()`` remains as a deprecated alias.
 
     Args:
         forward_func (Callable or torch.nn.Module): the model or its forward
             function.
-        layer (torch.nn.Module): the layer whose output holds the neuron.
-        device_ids (list of int, optional): kept for Captum compatibility
-            (DataParallel). Default: None
+        layer (torch.nn.Module or str): the layer whose output holds the
+            neuron, or its dotted name in ``forward_func``
+            (``"layer3.1.conv2"``).
+        device_ids (list of int, optional): the devices of a
+            ``DataParallel`` forward function, passed to Captum's layer
+            evaluation to gather the layer's outputs. Default: None
     """
 
     def __init__(
         self,
         forward_func: Callable,
-        layer: nn.Module,
+        layer: Union[nn.Module, str],
         device_ids: Optional[List[int]] = None,
     ) -> None:
-        check_module("layer", layer)
-        NeuronAttribution.__init__(self, forward_func, layer, device_ids)
+        if not callable(forward_func):
+            raise ValueError("forward_func must be a callable (the model)")
+        self.forward_func = forward_func
+        self.layer = resolve_layer(forward_func, layer)
+        self.device_ids = device_ids
 
+    @renamed_kwargs(
+        labels="target", attribute_to_layer_input="attribute_to_neuron_input"
+    )
     @log_usage(part_of_slo=True)
-    def attribute(
+    def interpret(
         self,
         inputs: DatasetLike,
         neuron_selector: NeuronSelector,
-        labels: Optional[Tensor] = None,
+        target: Any = None,
         additional_forward_args: Any = None,
-        attribute_to_layer_input: bool = False,
+        attribute_to_neuron_input: bool = False,
         k: int = 9,
         quantiles: Sequence[float] = (0.01, 0.1, 0.5, 0.9, 0.99),
         n_bins: int = 50,
@@ -422,20 +222,25 @@ class NeuronProfile(NeuronAttribution):
                 tensor (or tuple of tensors, for models with several inputs) is
                 processed in chunks of ``batch_size``. Any other iterable (a
                 ``DataLoader``) must yield ``x`` or ``(x, y)`` batches, with
-                ``y`` the labels; it is iterated once, and a second time (in
-                the same order, so no shuffling) when ``quantiles`` is not
+                ``y`` the class labels; it is iterated once, and a second time
+                (in the same order, so no shuffling) when ``quantiles`` is not
                 empty.
-            neuron_selector (int, tuple or Callable): Captum's neuron selector
-                on the layer output (an int or tuple of ints/slices, slices
-                summed per example, or a callable returning one value per
-                example).
-            labels (Tensor, optional): ``(N,)`` integer labels of tensor
-                inputs, for the per-class means. Default: None
+            neuron_selector (int, tuple, slice or Callable): Captum's neuron
+                selector on the layer output: an int or tuple indexing one
+                value per example (slices sum a region), or a callable
+                returning one value per example. An out-of-range index
+                raises Captum's own error.
+            target (int, Tensor or list, optional): the class labels of tensor
+                inputs, ``(N,)`` integer class indices (or one int for all),
+                for the per-class means; Captum's ``target``. ``labels=`` is
+                its deprecated old name. Default: None
             additional_forward_args (Any, optional): extra arguments of the
                 forward function, passed unchanged with every batch.
                 Default: None
-            attribute_to_layer_input (bool, optional): select the neuron in
-                the layer's input instead of its output. Default: False
+            attribute_to_neuron_input (bool, optional): select the neuron in
+                the layer's input instead of its output (Captum's
+                ``NeuronAttribution`` name; ``attribute_to_neuron_input=`` is
+                the deprecated old name). Default: False
             k (int, optional): number of top and bottom examples. Default: 9
             quantiles (sequence of float, optional): levels in [0, 1] at which
                 to pick examples. Default: (0.01, 0.1, 0.5, 0.9, 0.99)
@@ -461,8 +266,8 @@ class NeuronProfile(NeuronAttribution):
             >>> model = digits_classifier()
             >>> data = load_digits_dataset()
             >>> profile = NeuronProfile(model, model.fc2)
-            >>> result = profile.attribute(
-            ...     data.test_inputs, neuron_selector=3, labels=data.test_labels
+            >>> result = profile.interpret(
+            ...     data.test_inputs, neuron_selector=3, target=data.test_labels
             ... )
             >>> result.class_means.argmax()  # the neuron is the logit of "3"
             tensor(3)
@@ -470,23 +275,21 @@ class NeuronProfile(NeuronAttribution):
         """
         k = check_positive_int("k", k)
         n_bins = check_positive_int("n_bins", n_bins)
+        check_memory("n_bins", n_bins, _BYTES_PER_BIN * (n_bins + 1))
         batch_size = check_positive_int("batch_size", batch_size)
         qs = _check_quantiles(quantiles)
-        if hist_range is not None:
-            try:
-                ok = len(hist_range) == 2 and float(hist_range[0]) < float(
-                    hist_range[1]
-                )
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(
-                    f"hist_range must be (low, high) with low < high, got {hist_range}"
-                )
+        hist_lims = _check_hist_range(hist_range)
         if n_classes is not None:
             n_classes = check_positive_int("n_classes", n_classes)
-        if labels is not None and not torch.is_tensor(labels):
-            raise ValueError("labels must be a tensor of integer class indices")
+            check_memory("n_classes", n_classes, _BYTES_PER_CLASS * n_classes)
+        neuron_selector = normalize_selector(neuron_selector)
+        if target is not None:
+            if not is_tensor_data(inputs):
+                raise ValueError(
+                    "target must be None when inputs is a DataLoader: yield "
+                    "(inputs, labels) batches instead"
+                )
+            target = _check_labels(target, _n_examples(inputs))
 
         device = model_device(self.forward_func)
         values: List[Tensor] = []
@@ -497,30 +300,28 @@ class NeuronProfile(NeuronAttribution):
             preserve_model_state(self.forward_func),
             torch.no_grad(),
             progress(
-                _n_batches(inputs, batch_size), show_progress, "NeuronProfile"
+                count_batches(inputs, batch_size), show_progress, "NeuronProfile"
             ) as bar,
         ):
-            for batch, batch_labels in _iter_batches(
-                inputs, labels, batch_size, "labels"
+            for batch, batch_labels in iter_batches(
+                inputs, target, batch_size, "target"
             ):
                 batch = tuple(t.to(device) for t in batch)
                 n = batch[0].shape[0]
-                out = _layer_output(
-                    self.forward_func,
-                    self.layer,
+                acts = self._neuron_values(
                     batch,
+                    neuron_selector,
                     additional_forward_args,
-                    attribute_to_layer_input,
+                    attribute_to_neuron_input,
                 )
-                acts = _per_example(select_neuron(out, neuron_selector), n)
-                acts = acts.detach().float().cpu()
+                _check_finite_activations(acts, offset)
                 idx = torch.arange(offset, offset + n)
                 examples = batch[0].detach().cpu()
                 top = _merge_extreme(top, acts, idx, examples, k, largest=True)
                 bottom = _merge_extreme(bottom, acts, idx, examples, k, largest=False)
                 values.append(acts)
                 if batch_labels is not None:
-                    label_chunks.append(torch.as_tensor(batch_labels).reshape(-1).cpu())
+                    label_chunks.append(_check_labels(batch_labels, n))
                 offset += n
                 bar.update()
         if offset == 0:
@@ -529,8 +330,8 @@ class NeuronProfile(NeuronAttribution):
 
         # histogram (numpy.histogram's bins, computed in float64)
         lo, hi = (
-            (float(hist_range[0]), float(hist_range[1]))
-            if hist_range is not None
+            hist_lims
+            if hist_lims is not None
             else (float(activations.min()), float(activations.max()))
         )
         if lo == hi:
@@ -552,19 +353,28 @@ class NeuronProfile(NeuronAttribution):
             activations,
             batch_size,
             additional_forward_args,
-            check=(neuron_selector, attribute_to_layer_input),
+            check=(neuron_selector, attribute_to_neuron_input),
+            show_progress=show_progress,
         )
 
         class_means = class_counts = None
         if label_chunks:
-            all_labels = torch.cat(label_chunks).long()
-            if all_labels.shape[0] != offset:
-                raise ValueError("labels must give one label per example")
-            if bool((all_labels < 0).any()):
-                raise ValueError("labels must be non-negative class indices")
-            n_cls = n_classes or int(all_labels.max()) + 1
-            if int(all_labels.max()) >= n_cls:
-                raise ValueError(f"labels contain a class >= n_classes ({n_cls})")
+            all_labels = torch.cat(label_chunks)
+            if n_classes is None:
+                n_cls = int(all_labels.max()) + 1
+                if _BYTES_PER_CLASS * n_cls > 0.5 * available_memory():
+                    raise ValueError(
+                        f"target has class index {n_cls - 1}: the per-class "
+                        "means would not fit in memory; pass n_classes or "
+                        "check the target"
+                    )
+            else:
+                n_cls = n_classes
+                if int(all_labels.max()) >= n_cls:
+                    raise ValueError(
+                        f"target has class index {int(all_labels.max())}, but "
+                        f"n_classes is {n_cls} (valid: 0 to {n_cls - 1})"
+                    )
             class_counts = torch.bincount(all_labels, minlength=n_cls)
             sums = torch.zeros(n_cls, dtype=torch.float64).index_add_(
                 0, all_labels, activations.double()
@@ -588,7 +398,7 @@ class NeuronProfile(NeuronAttribution):
             class_means=class_means,
             class_counts=class_counts,
             n_examples=offset,
-            neuron=repr(neuron_selector) if not callable(neuron_selector) else None,
+            neuron=_selector_text(neuron_selector),
         )
 
     def _gather_examples(
@@ -599,21 +409,25 @@ class NeuronProfile(NeuronAttribution):
         batch_size: int,
         additional_forward_args: Any,
         check: Optional[Tuple[NeuronSelector, bool]] = None,
+        show_progress: bool = False,
     ) -> Optional[Tensor]:
         """First input tensor of the examples at ``indices`` (dataset order)."""
         if indices.numel() == 0:
             return None
-        if _is_tensor_data(inputs):
+        if is_tensor_data(inputs):
             return format_inputs(inputs)[0][indices].detach().cpu()
         # A DataLoader cannot be indexed: walk it again and pick the examples.
         wanted = {int(i): [] for i in indices.unique()}
         offset = 0
-        for batch, _ in _iter_batches(inputs, None, batch_size, "labels"):
-            n = batch[0].shape[0]
-            for i in wanted:
-                if offset <= i < offset + n:
-                    wanted[i].append(batch[0][i - offset].detach().cpu())
-            offset += n
+        total = count_batches(inputs, batch_size)
+        with progress(total, show_progress, "NeuronProfile examples") as bar:
+            for batch, _ in iter_batches(inputs, None, batch_size, "inputs"):
+                n = batch[0].shape[0]
+                for i in wanted:
+                    if offset <= i < offset + n:
+                        wanted[i].append(batch[0][i - offset].detach().cpu())
+                offset += n
+                bar.update()
         if offset != activations.shape[0] or any(len(v) != 1 for v in wanted.values()):
             raise ValueError(
                 "inputs yielded a different number of examples on its second pass: "
@@ -631,23 +445,41 @@ class NeuronProfile(NeuronAttribution):
         indices: Tensor,
         activations: Tensor,
         neuron_selector: NeuronSelector,
-        attribute_to_layer_input: bool,
+        attribute_to_neuron_input: bool,
     ) -> None:
         """Raise if the second pass picked other examples than the first saw."""
         device = model_device(self.forward_func)
         with preserve_model_state(self.forward_func), torch.no_grad():
-            out = _layer_output(
-                self.forward_func,
-                self.layer,
-                (picked.to(device),),
-                None,
-                attribute_to_layer_input,
+            again = self._neuron_values(
+                (picked.to(device),), neuron_selector, None, attribute_to_neuron_input
             )
-            again = _per_example(select_neuron(out, neuron_selector), len(picked))
-        if not torch.allclose(
-            again.float().cpu(), activations[indices], rtol=1e-4, atol=1e-5
-        ):
+        if not torch.allclose(again, activations[indices], rtol=1e-4, atol=1e-5):
             raise ValueError(
                 "inputs yielded different examples on its second pass: a "
                 "DataLoader must iterate in a fixed order (shuffle=False)"
             )
+
+    def _neuron_values(
+        self,
+        batch: Tuple[Tensor, ...],
+        neuron_selector: NeuronSelector,
+        additional_forward_args: Any,
+        attribute_to_neuron_input: bool,
+    ) -> Tensor:
+        """``(n,)`` float32 CPU values of the neuron on one batch (one forward,
+        through the package's one layer evaluation and selector rule)."""
+        out = layer_eval(
+            self.forward_func,
+            batch,
+            self.layer,
+            additional_forward_args,
+            attribute_to_layer_input=attribute_to_neuron_input,
+            device_ids=self.device_ids,
+        )
+        values = select_neuron_values(out, neuron_selector, batch[0].shape[0])
+        return values.detach().float().cpu()
+
+    @deprecated_alias("interpret")
+    def attribute(self, *args: Any, **kwargs: Any) -> NeuronProfileResult:
+        """Deprecated spelling of :meth:`interpret` (a ``FutureWarning``): the
+        profile is a report on a neuron, not an attribution."""
