@@ -113,6 +113,7 @@ CASES = [
         call_bad_selector=lambda m, model: m.interpret(
             _images(_DIGITS), _masks((12, 3)), units=[999]
         ),
+        bad_call_errors=(ValueError, IndexError),
     ),
     Case(
         id="NetworkDissection-resnet18",
