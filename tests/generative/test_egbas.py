@@ -233,7 +233,8 @@ def test_argument_errors(mlp):
     egbas = EGBAS(mlp, mlp.fc1)
     z0 = torch.randn(1, 4)
     mask = torch.ones(16, dtype=torch.bool)
-    with pytest.raises(ValueError, match="z0"):
+    # No declared latent shape: the generator's own error propagates unchanged.
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
         egbas.sample(torch.randn(1, 5), mask=mask)
     with pytest.raises(ValueError, match="layer"):
         EGBAS(mlp, nn.Linear(4, 16))
@@ -365,13 +366,22 @@ def test_result_plot_save_load(tmp_path, dcgan):
     assert loaded.summary() == result.summary()
 
 
-def test_public_export():
+def test_public_api_follows_captum(mlp):
+    from captum.attr import LayerAttribution
+
     import captum_inverseset
 
+    assert "EGBAS" in captum_inverseset.__all__
     assert captum_inverseset.EGBAS is EGBAS
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert EGBAS.attribute.__wrapped__ is not None
+    assert issubclass(EGBAS, LayerAttribution)
+    # attribute carries Captum's usage logging; internal calls bypass it.
+    assert EGBAS.attribute is not EGBAS.attribute.__wrapped__
+    egbas = EGBAS(mlp, mlp.fc1)
+    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    theta = egbas.attribute(z, n_steps=4, seed=1)
+    # Captum's contract: a tensor of the layer's shape, not a result object.
+    assert type(theta) is torch.Tensor and theta.shape == (3, 16)
+    assert torch.equal(EGBAS.attribute.__wrapped__(egbas, z, n_steps=4, seed=1), theta)
 
 
 @settings(max_examples=8, deadline=None)
