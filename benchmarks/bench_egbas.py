@@ -54,7 +54,7 @@ def main() -> None:
     tune_samples = 500 if args.quick else 2000
     tune_iterations = 10 if args.quick else 16
     mask_steps = 100 if args.quick else 200
-    sparsity = 0.05
+    sparsity = 0.5
 
     generator = digits_generator().eval()
     queries = torch.randn(

@@ -31,7 +31,7 @@ z0 = torch.randn(1, LATENT_DIM, generator=torch.Generator().manual_seed(3))
 # digit, while zeroing all of them destroys it.
 
 egbas = EGBAS(generator, generator.fc2)
-mask = egbas.supporting_boundaries(z0, sparsity=0.05, n_steps=200, seed=0)
+mask = egbas.supporting_boundaries(z0, seed=0)
 with torch.no_grad():
     query = generator(z0)
     kept = egbas.masked_output(z0, mask)
@@ -49,7 +49,7 @@ assert error_kept < 0.2 * error_none
 # digit rebuilt from the kept units only. ``fc2``'s 512 units are drawn as its
 # 32 channels (rows) by 4x4 positions (columns).
 
-theta = egbas.attribute(z0, sparsity=0.05, n_steps=200, seed=0)[0]
+theta = egbas.attribute(z0, seed=0)[0]
 fig, axes = plt.subplots(
     1, 3, figsize=(10, 3.5), gridspec_kw={"width_ratios": [2.2, 1, 1]}
 )
@@ -121,7 +121,7 @@ layers = ["fc1", "fc2", "deconv1"]
 radii, sizes = [], []
 for name in layers:
     method = EGBAS(generator, name)
-    layer_mask = method.supporting_boundaries(z0, sparsity=0.05, n_steps=200)
+    layer_mask = method.supporting_boundaries(z0)
     radius = method.calibrate_epsilon(z0, 0.9, mask=layer_mask, n_samples=400, seed=1)
     radii.append(radius)
     sizes.append(f"{int(layer_mask.sum())}/{layer_mask.numel()}")

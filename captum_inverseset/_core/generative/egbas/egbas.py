@@ -10,7 +10,7 @@ supporting boundary set), :mod:`.tree` (the rapidly-exploring random tree),
 """
 
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 from captum.attr import LayerAttribution
@@ -70,6 +70,23 @@ def _check_mask_kwargs(mask_kwargs: Any) -> Dict[str, Any]:
     return dict(mask_kwargs)
 
 
+def _query_batches(inputs: Any) -> Iterator[Tensor]:
+    """The batches of query latents of ``attribute``: a tensor is one batch;
+    an iterable (a DataLoader) yields tensors or ``(latents, ...)`` tuples."""
+    if torch.is_tensor(inputs):
+        yield inputs
+        return
+    if isinstance(inputs, (tuple, list)) or not hasattr(inputs, "__iter__"):
+        raise ValueError(
+            "inputs must be a tensor of query latents or an iterable of such "
+            f"batches (e.g. a DataLoader), got {type(inputs).__name__}"
+        )
+    for batch in inputs:
+        if isinstance(batch, (tuple, list)) and batch:
+            batch = batch[0]
+        yield batch
+
+
 class EGBAS(LayerAttribution):
     r"""Explorative Generative Boundary Aware Sampling (E-GBAS).
 
@@ -94,12 +111,14 @@ class EGBAS(LayerAttribution):
        unchanged with as few units as possible,
 
        .. math::
-           \theta^* = \arg\min_\theta\ \mathbb{E}_m \frac{1}{|G(z_0)|}
-           \left\| g_{L:\ell+1}(g_{\ell:1}(z_0) \odot m) - G(z_0)
-           \right\|_2^2 + \frac{\lambda}{|h|} \|\theta\|_1,
+           \theta^* = \arg\min_\theta\ \mathbb{E}_m
+           \frac{\| g_{L:\ell+1}(g_{\ell:1}(z_0) \odot m) - G(z_0) \|_2^2}
+           {\| g_{L:\ell+1}(g_{\ell:1}(z_0) \odot 0) - G(z_0) \|_2^2}
+           + \frac{\lambda}{|h|} \|\theta\|_1,
 
-       optimised with Adam through a binary-concrete relaxation of
-       :math:`m` (:math:`\lambda` is ``sparsity``); the units with
+       optimised with Adam through Captum's hard-concrete gates
+       (:math:`\lambda` is ``sparsity``; the error relative to the empty
+       mask's makes it scale-free, see :meth:`attribute`); the units with
        :math:`\theta^*_i` above ``threshold`` form the mask :math:`M`.
     2. :meth:`sample` explores :math:`R_M(z_0)` with a rapidly-exploring
        random tree rooted at :math:`z_0`: draw targets, extend each target's
@@ -135,7 +154,7 @@ class EGBAS(LayerAttribution):
         >>> generator = digits_generator()
         >>> egbas = EGBAS(generator, generator.fc2)
         >>> z0 = torch.randn(1, 8)
-        >>> mask = egbas.supporting_boundaries(z0, sparsity=0.05, seed=0)
+        >>> mask = egbas.supporting_boundaries(z0, seed=0)
         >>> result = egbas.sample(z0, n_samples=100, mask=mask, step_size=0.3)
         >>> result.in_region.all()
         tensor(True)
@@ -214,9 +233,9 @@ class EGBAS(LayerAttribution):
     def attribute(
         self,
         inputs: Tensor,
-        sparsity: float = 0.05,
+        sparsity: float = 0.5,
         n_steps: int = 200,
-        lr: float = 0.1,
+        lr: float = 0.2,
         temperature: float = 0.5,
         init_keep: float = 0.9,
         seed: Optional[int] = 0,
@@ -225,67 +244,108 @@ class EGBAS(LayerAttribution):
         r"""Keep probabilities :math:`\theta^*` of the layer's units for each
         query latent (the Bernoulli mask optimisation of E-GBAS).
 
-        The queries are optimised together (their losses are independent).
-        Each step draws one relaxed mask per query,
-        :math:`m = \sigma((\mathrm{logit}\,\theta + \log u - \log(1-u)) / \tau)`
-        with :math:`u \sim U(0, 1)`, replaces the layer's output :math:`h` by
-        :math:`h \odot m`, and takes an Adam step on
+        Each unit :math:`i` gets a hard-concrete gate :math:`m_i` (Captum's
+        :class:`~captum.module.BinaryConcreteStochasticGates`): with
+        :math:`u \sim U(0, 1)`, :math:`\gamma = -0.1`, :math:`\zeta = 1.1`,
 
         .. math::
-            \frac{1}{|G(z_0)|} \| g_{L:\ell+1}(h \odot m) - G(z_0) \|_2^2
+            m_i = \min\bigl(1, \max\bigl(0, \gamma + (\zeta - \gamma)\,
+            \sigma((\log u - \log(1 - u) + \log\alpha_i) / \tau)\bigr)\bigr),
+            \qquad
+            \theta_i = P(m_i > 0) = \sigma(\log\alpha_i - \tau
+            \log(-\gamma / \zeta)),
+
+        a relaxed Bernoulli variable that is exactly 0 or 1 with positive
+        probability. Each step draws one gate per unit and query, replaces
+        the layer's output :math:`h` by :math:`h \odot m`, and takes an Adam
+        step on :math:`\log\alpha` for
+
+        .. math::
+            \sum_{\text{queries}}
+            \frac{\| g_{L:\ell+1}(h \odot m) - G(z_0) \|_2^2}
+            {\| g_{L:\ell+1}(h \odot 0) - G(z_0) \|_2^2}
             + \frac{\lambda}{|h|} \sum_i \theta_i .
 
+        **The sparsity is scale-free.** The reconstruction error is measured
+        relative to the error of the empty mask (every unit zeroed), so the
+        objective, hence the mask, does not change when the output is scaled
+        or shifted (:math:`G \to aG + b`). Both terms are fractions: the full
+        mask costs :math:`\lambda`, the empty mask 1, so for
+        :math:`\lambda < 1` the empty mask is never optimal, and a unit is
+        dropped when it accounts for less than :math:`\lambda` times the
+        average unit's share of the empty mask's error. The default
+        :math:`\lambda = 0.5` keeps the output within a few percent of that
+        error. A query whose output does not change when every unit is zeroed
+        has no supporting boundary: its :math:`\theta` is 0, with an
+        :class:`EGBASWarning`.
+
         Args:
-            inputs (Tensor): query latents ``(N, *latent_shape)``.
+            inputs (Tensor or iterable of Tensor): query latents
+                ``(N, *latent_shape)``, or an iterable of such batches (e.g. a
+                ``DataLoader``); the batches are optimised one after another.
             sparsity (float, optional): :math:`\lambda \ge 0`; larger values
-                give fewer supporting boundaries. Default: 0.05
+                give fewer supporting boundaries. Default: 0.5
             n_steps (int, optional): optimisation steps. Default: 200
-            lr (float, optional): Adam learning rate on the logits of
-                :math:`\theta`. Default: 0.1
+            lr (float, optional): Adam learning rate on :math:`\log\alpha`.
+                Default: 0.2
             temperature (float, optional): :math:`\tau` of the concrete
-                relaxation. Default: 0.5
+                relaxation, in (0, 1). Default: 0.5
             init_keep (float, optional): initial :math:`\theta`, in (0, 1).
                 Default: 0.9
-            seed (int, optional): seed of the relaxation noise (drawn on the
-                CPU). Default: 0
-            show_progress (bool, optional): show a progress bar.
-                Default: False
+            seed (int, optional): seed of the gates' noise. Captum's gates
+                draw it from the device's default generator, which is seeded
+                inside a forked RNG state (the global RNG is left untouched).
+                Default: 0
+            show_progress (bool, optional): show a progress bar over the
+                optimisation steps. Default: False
 
         Returns:
             Tensor: :math:`\theta^*`, shape ``(N, *layer_shape)``, in [0, 1].
 
         Examples::
 
-            >>> theta = egbas.attribute(torch.randn(4, 8), sparsity=0.1)
+            >>> theta = egbas.attribute(torch.randn(4, 8))
             >>> theta.shape
             torch.Size([4, 512])
         """
         sparsity = check_number("sparsity", sparsity, minimum=0.0)
         check_positive_int("n_steps", n_steps)
         lr = check_positive_float("lr", lr)
-        temperature = check_positive_float("temperature", temperature)
+        temperature = check_number(
+            "temperature",
+            temperature,
+            0.0,
+            1.0,
+            strict_minimum=True,
+            strict_maximum=True,
+        )
         init_keep = check_number(
             "init_keep", init_keep, 0.0, 1.0, strict_minimum=True, strict_maximum=True
         )
         _check_bool("show_progress", show_progress)
         gen = make_generator(seed)
-        latents = format_queries(self.forward_func, inputs)
-        return keep_probabilities(
-            self._split,
-            latents,
-            sparsity,
-            n_steps,
-            lr,
-            temperature,
-            init_keep,
-            gen,
-            show_progress,
-        )
+        thetas = [
+            keep_probabilities(
+                self._split,
+                format_queries(self.forward_func, batch),
+                sparsity,
+                n_steps,
+                lr,
+                temperature,
+                init_keep,
+                gen,
+                show_progress,
+            )
+            for batch in _query_batches(inputs)
+        ]
+        if not thetas:
+            raise ValueError("inputs holds no latents")
+        return torch.cat(thetas) if len(thetas) > 1 else thetas[0]
 
     def supporting_boundaries(
         self,
         z0: Tensor,
-        sparsity: float = 0.05,
+        sparsity: float = 0.5,
         n_steps: int = 200,
         threshold: float = 0.5,
         seed: Optional[int] = 0,
