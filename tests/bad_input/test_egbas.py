@@ -98,11 +98,6 @@ def _sample_huge_n(c):
     egbas.sample(c.z0, n_samples=10**8, mask=c.mask, max_iterations=3)
 
 
-def _calibrate_huge_n(c):
-    gen, egbas = _big_output()
-    egbas.calibrate_epsilon(c.z0, mask=c.mask, n_samples=10**8, iterations=1)
-
-
 def _on_meta(c):
     gen = Declared().to("meta")
     EGBAS(gen, gen.fc1)
@@ -351,7 +346,6 @@ REFUSED = [
     # -- memory: refused up front, never grown into ---------------------------
     Case("epsilon_sample_huge_n_samples", _epsilon_huge_n, ValueError, "n_samples"),
     Case("sample_huge_n_samples", _sample_huge_n, ValueError, "n_samples"),
-    Case("calibrate_huge_n_samples", _calibrate_huge_n, ValueError, "n_samples"),
     # -- layers -----------------------------------------------------------------
     Case(
         "layer_not_submodule",

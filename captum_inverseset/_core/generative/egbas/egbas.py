@@ -28,11 +28,11 @@ from ...._utils.validation import (
     make_generator,
     model_device,
 )
-from .epsilon import epsilon_ball
+from .epsilon import ball_acceptance, epsilon_ball
 from .mask import keep_probabilities
 from .region import LayerSplit, SignPattern, check_mask, format_queries, format_query
 from .result import EGBASResult, EGBASWarning
-from .tree import grow_tree, norm_bounds
+from .tree import TreeSettings, grow_tree, norm_bounds
 
 __all__ = ["EGBAS", "EGBASResult", "EGBASWarning"]
 
@@ -188,14 +188,14 @@ class EGBAS(LayerAttribution):
         check_submodule(generator, layer, "generator", "layer")
         model_device(generator)  # refuses a generator on the meta device
         LayerAttribution.__init__(self, generator, layer, device_ids)
-        self._split = LayerSplit(generator, layer)
+        self._split = LayerSplit(generator, layer, device_ids)
 
     # ------------------------------------------------------------------ helpers
     def _query(self, z0: Any) -> Tuple[Tensor, Tensor, Tensor]:
-        """``(z0, h(z0), G(z0))`` of a validated query, batch of one."""
+        """``(z0, h(z0), G(z0))`` of a validated query, batch of one (inside
+        the caller's ``preserve_model_state`` and ``no_grad`` block)."""
         z0 = format_query(self.forward_func, z0)
-        with preserve_model_state(self.forward_func), torch.no_grad():
-            pre0, out0 = self._split.run(z0)
+        pre0, out0 = self._split.run(z0)
         return z0, pre0, out0
 
     @staticmethod
@@ -409,7 +409,7 @@ class EGBAS(LayerAttribution):
         step_size: float = 0.25,
         seed: Optional[int] = 0,
         show_progress: bool = False,
-        batch_size: int = 16,
+        batch_size: int = 256,
         exploration_scale: float = 1.0,
         latent_bound: Union[None, float, str] = None,
         max_iterations: int = 200,
@@ -480,55 +480,92 @@ class EGBAS(LayerAttribution):
         check_positive_int("n_step_halvings", n_step_halvings)
         exploration_scale = check_positive_float("exploration_scale", exploration_scale)
         _check_bool("show_progress", show_progress)
-        z0, pre0, out0, mask = self._prepare_sampling(
-            z0, n_samples, mask, seed, mask_kwargs
-        )
-        bounds = norm_bounds(
-            latent_bound, z0.flatten(1), z0[0].numel(), check_positive_float
-        )
-        self._check_batch_memory(
-            "batch_size", batch_size, batch_size * n_step_halvings, z0, pre0, out0
-        )
-        gen = make_generator(seed)
-        with preserve_model_state(self.forward_func), torch.no_grad():
-            latents, outs, parents, n_proposed = grow_tree(
-                self._split,
+        guard = preserve_model_state(self.forward_func)
+        with guard, torch.no_grad():
+            return self._sample(
                 z0,
-                SignPattern(pre0[0], mask),
                 n_samples,
+                mask,
+                seed,
+                mask_kwargs,
                 step_size,
                 batch_size,
                 exploration_scale,
-                bounds,
+                latent_bound,
                 max_iterations,
                 n_step_halvings,
-                gen,
                 show_progress,
             )
+
+    def _sample(
+        self,
+        z0,
+        n_samples,
+        mask,
+        seed,
+        mask_kwargs,
+        step_size,
+        batch_size,
+        exploration_scale,
+        latent_bound,
+        max_iterations,
+        n_step_halvings,
+        show_progress,
+    ) -> EGBASResult:
+        z0, pre0, out0, mask = self._prepare_sampling(
+            z0, n_samples, mask, seed, mask_kwargs
+        )
+        settings = TreeSettings(
+            n_samples=n_samples,
+            step_size=step_size,
+            batch_size=batch_size,
+            exploration_scale=exploration_scale,
+            norm_bounds=norm_bounds(
+                latent_bound, z0.flatten(1), z0[0].numel(), check_positive_float
+            ),
+            max_iterations=max_iterations,
+            n_step_halvings=n_step_halvings,
+        )
+        largest = settings.largest_pass()
+        self._check_batch_memory("batch_size", batch_size, largest, z0, pre0, out0)
+        gen = make_generator(seed)
+        self._split.measure_cost(z0)
+        tree = grow_tree(
+            self._split,
+            z0,
+            out0,
+            SignPattern(pre0[0], mask),
+            settings,
+            gen,
+            show_progress,
+        )
+        latents, outputs = tree.latents, tree.outputs
+        missing = (~tree.has_output).nonzero().squeeze(1)
+        if missing.numel():
+            outputs[missing] = self._split.outputs(latents[missing], largest)
         n_found = latents.shape[0]
         complete = n_found == n_samples
         if not complete:
             warnings.warn(
                 f"the tree could not grow: found {n_found} of {n_samples} "
-                f"samples in {n_proposed} candidates; try a smaller step_size, "
+                f"samples in {tree.n_proposed} candidates; try a smaller step_size, "
                 "a smaller mask (larger sparsity) or more max_iterations",
                 EGBASWarning,
                 stacklevel=2,
             )
-        if outs is None:
-            outs = out0.new_empty((0, *out0.shape[1:]))
         return EGBASResult(
             query=z0[0].detach(),
             query_output=out0[0].detach(),
-            latents=latents.detach(),
-            outputs=outs.detach(),
+            latents=latents,
+            outputs=outputs,
             mask=mask,
             in_region=torch.ones(n_found, dtype=torch.bool, device=z0.device),
-            tree=parents,
+            tree=tree.parents,
             method="egbas",
             complete=complete,
             n_requested=n_samples,
-            n_proposed=n_proposed,
+            n_proposed=tree.n_proposed,
+            n_passes=tree.n_passes,
             step_size=step_size,
         )
 
@@ -569,13 +606,13 @@ class EGBAS(LayerAttribution):
         """
         epsilon = check_positive_float("epsilon", epsilon)
         check_positive_int("batch_size", batch_size)
-        z0, pre0, out0, mask = self._prepare_sampling(
-            z0, n_samples, mask, seed, mask_kwargs
-        )
-        chunk = min(batch_size, n_samples)
-        self._check_batch_memory("batch_size", batch_size, chunk, z0, pre0, out0)
-        gen = make_generator(seed)
         with preserve_model_state(self.forward_func), torch.no_grad():
+            z0, pre0, out0, mask = self._prepare_sampling(
+                z0, n_samples, mask, seed, mask_kwargs
+            )
+            chunk = min(batch_size, n_samples)
+            self._check_batch_memory("batch_size", batch_size, chunk, z0, pre0, out0)
+            gen = make_generator(seed)
             latents, outputs, inside = epsilon_ball(
                 self._split,
                 z0,
@@ -647,14 +684,18 @@ class EGBAS(LayerAttribution):
         low, high = (check_positive_float("epsilon_range", e) for e in epsilon_range)
         if high <= low:
             raise ValueError(f"epsilon_range must be increasing, got {epsilon_range}")
-        z0, pre0, _ = self._query(z0)
-        if mask is None:
-            mask = self.supporting_boundaries(z0, seed=seed)
-        mask = check_mask(mask, pre0.shape[1:], pre0.device)
-        for _ in range(iterations):
-            mid = (low * high) ** 0.5
-            rate = self.epsilon_sample(
-                z0, n_samples=n_samples, epsilon=mid, mask=mask, seed=seed
-            ).acceptance_rate
-            low, high = (mid, high) if rate >= target_acceptance else (low, mid)
+        with preserve_model_state(self.forward_func), torch.no_grad():
+            # The samples are drawn and tested 256 at a time: nothing of size
+            # n_samples is held.
+            z0, pre0, _ = self._query(z0)
+            if mask is None:
+                mask = self.supporting_boundaries(z0, seed=seed)
+            mask = check_mask(mask, pre0.shape[1:], pre0.device)
+            region = SignPattern(pre0[0], mask)
+            for _ in range(iterations):
+                mid = (low * high) ** 0.5
+                rate = ball_acceptance(
+                    self._split, z0, region, n_samples, mid, 256, make_generator(seed)
+                )
+                low, high = (mid, high) if rate >= target_acceptance else (low, mid)
         return low

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .region import LayerSplit, SignPattern
 
-__all__ = ["ball_latents", "epsilon_ball"]
+__all__ = ["ball_acceptance", "ball_latents", "epsilon_ball"]
 
 
 def ball_latents(
@@ -47,3 +47,20 @@ def epsilon_ball(
         outputs.append(out.detach())
         inside.append(region.contains(pre))
     return torch.cat(latents), torch.cat(outputs), torch.cat(inside)
+
+
+def ball_acceptance(
+    split: LayerSplit,
+    z0: Tensor,
+    region: SignPattern,
+    n_samples: int,
+    epsilon: float,
+    batch_size: int,
+    gen: torch.Generator,
+) -> float:
+    """Fraction of ``n_samples`` ball samples in the region, from the sign
+    patterns alone (the forward stops at the layer; no outputs are kept)."""
+    inside = 0
+    for chunk in ball_latents(z0, n_samples, epsilon, batch_size, gen):
+        inside += int(region.contains(split.pre_activations(chunk)).sum())
+    return inside / n_samples

@@ -9,12 +9,19 @@ of a latent on a mask :math:`M` is compared with the query's by
 
 import math
 import warnings
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from ...._utils.hooks import capture_layer, mask_units, replace_layer_output
+from ...._utils.hooks import (
+    capture_layer,
+    mask_units,
+    replace_layer_output,
+    stop_after_layer,
+)
+from ...._utils.layer_eval import LayerNotCalledError, layer_eval
 from ...._utils.validation import check_finite, model_device
 from .result import EGBASWarning
 
@@ -148,27 +155,46 @@ class SignPattern:
     def contains(self, pre: Tensor) -> Tensor:
         """bool ``(N,)``: which rows of ``pre`` (``(N, *layer_shape)``) are in
         the region (all True for an empty mask)."""
-        return (pre.flatten(1)[:, self.units] > 0).eq(self.signs).all(dim=1)
+        signs = pre.flatten(1).index_select(1, self.units) > 0
+        return signs.eq(self.signs).all(dim=1)
 
 
 class LayerSplit:
     r""":math:`G = g_{L:\ell+1} \circ g_{\ell:1}` at ``layer``: the layer's
     output :math:`h` (its last call when a forward calls it more than once,
-    as Captum's ``LayerActivation``) and the generator's output."""
+    as Captum's ``LayerActivation``) and the generator's output.
 
-    def __init__(self, generator: Callable, layer: nn.Module) -> None:
+    :meth:`pre_activations` is what a tree candidate costs: the forward pass
+    ends at the layer (:func:`~captum_inverseset._utils.hooks.stop_after_layer`)
+    when the layer runs once per forward, as seen by the last :meth:`run`;
+    otherwise (a layer called several times, or a ``device_ids`` for
+    DataParallel) it goes through Captum's layer evaluation
+    (:func:`~captum_inverseset._utils.layer_eval.layer_eval`).
+    """
+
+    def __init__(
+        self,
+        generator: Callable,
+        layer: nn.Module,
+        device_ids: Optional[List[int]] = None,
+    ) -> None:
         self.generator = generator
         self.layer = layer
+        self.device_ids = device_ids
+        self.calls_per_forward: Optional[int] = None
+        self.partial_share: Optional[float] = None
+        self._shares: Dict[Any, Optional[float]] = {}
 
     def run(self, latents: Tensor) -> Tuple[Tensor, Tensor]:
         """``(h, G(z))`` for a batch of latents, in one forward pass."""
         with capture_layer(self.layer) as cap:
             outputs = self.generator(latents)
         if not cap.outputs:
-            raise ValueError(
+            raise LayerNotCalledError(
                 "layer was not called when the generator ran: is it used by "
                 "the generator's forward?"
             )
+        self.calls_per_forward = len(cap.outputs)
         pre = cap.outputs[-1]
         if not torch.is_tensor(pre):
             raise ValueError(
@@ -176,6 +202,55 @@ class LayerSplit:
                 f"{type(pre).__name__}"
             )
         return pre, outputs
+
+    def measure_cost(self, latents: Tensor) -> Optional[float]:
+        """``partial_share``: the FLOPs of the forward up to the layer over
+        those of the whole forward (matrix products and convolutions, counted
+        by ``torch.utils.flop_counter``), None when nothing is counted.
+
+        FLOPs depend on the latent's shape, not on its values or the weights:
+        measured once per latent shape."""
+        key = (tuple(latents.shape[1:]), latents.dtype, latents.device)
+        if key in self._shares:
+            self.partial_share = self._shares[key]
+            return self.partial_share
+        with FlopCounterMode(display=False) as whole:
+            self.run(latents)
+        with FlopCounterMode(display=False) as part:
+            self.pre_activations(latents)
+        total = whole.get_total_flops()
+        self.partial_share = part.get_total_flops() / total if total else None
+        self._shares[key] = self.partial_share
+        return self.partial_share
+
+    def pre_activations(self, latents: Tensor) -> Tensor:
+        r""":math:`h = g_{\ell:1}(z)` for a batch of latents, the generator's
+        forward stopped at the layer where that gives the same value."""
+        if (
+            self.calls_per_forward != 1
+            or self.device_ids is not None
+            or isinstance(self.generator, nn.DataParallel)
+        ):
+            return layer_eval(
+                self.generator, latents, self.layer, device_ids=self.device_ids
+            )[0]
+        with stop_after_layer(self.layer) as cap:
+            self.generator(latents)
+        if not cap.outputs:
+            raise LayerNotCalledError(
+                "layer was not called when the generator ran: is it used by "
+                "the generator's forward?"
+            )
+        return cap.outputs[0]
+
+    def outputs(self, latents: Tensor, batch_size: int) -> Tensor:
+        """:math:`G(z)` for ``latents``, ``batch_size`` at a time."""
+        return torch.cat(
+            [
+                self.generator(latents[start : start + batch_size])
+                for start in range(0, latents.shape[0], batch_size)
+            ]
+        )
 
     def run_masked(self, latents: Tensor, mask: Tensor) -> Tensor:
         r""":math:`g_{L:\ell+1}(h \odot M)`: the output with the units outside

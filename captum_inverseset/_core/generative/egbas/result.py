@@ -5,11 +5,66 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ...._utils.deprecation import warn_deprecated
 from ...._utils.distance import mean_pairwise_distance
 from ...._utils.results import InterpretationResult, result_dataclass
 from ...._utils.validation import check_positive_int
 
-__all__ = ["EGBASResult", "EGBASWarning"]
+__all__ = ["EGBASResult", "EGBASWarning", "tree_depths"]
+
+
+def tree_depths(parents: Tensor) -> Tensor:
+    """Depth of every node (``1`` for a child of the root) from ``parents``
+    (``-1`` is the root), by pointer jumping on tensors."""
+    depth = torch.ones_like(parents)
+    up = parents.clone()
+    while bool((up >= 0).any()):
+        has = up >= 0
+        depth = depth + has.long()
+        up = torch.where(has, parents[up.clamp_min(0)], up)
+    return depth
+
+
+class _Spread:
+    """What ``result.mean_pairwise_distance`` gives: call it with a space, or
+    (deprecated) use it as the number it used to be, the latent spread."""
+
+    __slots__ = ("_result",)
+
+    def __init__(self, result: "EGBASResult") -> None:
+        self._result = result
+
+    def __call__(self, space: str = "latents") -> float:
+        return self._result._spread(space)
+
+    def _number(self) -> float:
+        warn_deprecated(
+            "EGBASResult.mean_pairwise_distance is a method now: call "
+            "mean_pairwise_distance() (space='latents' or 'outputs')",
+            stacklevel=4,
+        )
+        return self._result._spread("latents")
+
+    def __repr__(self) -> str:
+        return "<method EGBASResult.mean_pairwise_distance(space='latents')>"
+
+
+def _as_number(name: str):
+    def method(self, *args):
+        return getattr(float, name)(self._number(), *args)
+
+    method.__name__ = name
+    return method
+
+
+for _name in (
+    "__float__", "__int__", "__bool__", "__format__", "__round__", "__neg__",
+    "__abs__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__",
+    "__rmul__", "__truediv__", "__rtruediv__", "__lt__", "__le__", "__gt__",
+    "__ge__", "__eq__", "__ne__",
+):  # fmt: skip
+    setattr(_Spread, _name, _as_number(_name))
+_Spread.__hash__ = None  # type: ignore[assignment]
 
 
 class EGBASWarning(UserWarning):
@@ -40,6 +95,7 @@ class EGBASResult(InterpretationResult):
             found.
         n_requested (int): the ``n_samples`` asked for.
         n_proposed (int): candidates evaluated to find the samples.
+        n_passes (int or None): forward passes of candidates (E-GBAS).
         step_size (float or None): the RRT step (E-GBAS).
         epsilon (float or None): the ball radius (epsilon sampling).
     """
@@ -55,6 +111,7 @@ class EGBASResult(InterpretationResult):
     complete: Optional[bool] = None
     n_requested: Optional[int] = None
     n_proposed: Optional[int] = None
+    n_passes: Optional[int] = None
     step_size: Optional[float] = None
     epsilon: Optional[float] = None
 
@@ -68,7 +125,7 @@ class EGBASResult(InterpretationResult):
         """Fraction of the samples inside the generative region."""
         if self.n_samples == 0:
             return float("nan")
-        return float(self.in_region.float().mean())
+        return int(self.in_region.sum()) / self.n_samples
 
     @property
     def proposal_acceptance_rate(self) -> float:
@@ -78,9 +135,34 @@ class EGBASResult(InterpretationResult):
         return self.n_samples / float(self.n_proposed)
 
     @property
-    def mean_pairwise_distance(self) -> float:
-        """Mean L2 distance between two samples' latents (the spread)."""
-        return mean_pairwise_distance(self.latents)
+    def mean_pairwise_distance(self) -> "_Spread":
+        r"""Mean L2 distance over pairs of samples, the spread: a method,
+        ``mean_pairwise_distance(space="latents")``.
+
+        Args:
+            space (str, optional): ``"latents"`` or ``"outputs"`` (flattened).
+                Default: "latents"
+
+        Returns:
+            float: NaN below two samples.
+
+        Reading it as a number without calling it (the property it used to
+        be) still gives the latent spread, with a ``FutureWarning``.
+        """
+        return _Spread(self)
+
+    def _spread(self, space: str) -> float:
+        if space not in ("latents", "outputs"):
+            raise ValueError(f"space must be 'latents' or 'outputs', got {space!r}")
+        return mean_pairwise_distance(getattr(self, space))
+
+    @property
+    def tree_depth(self) -> int:
+        """Edges from the query to the deepest sample (1 for epsilon samples,
+        0 without samples)."""
+        if self.n_samples == 0:
+            return 0
+        return int(tree_depths(self.tree).max())
 
     @property
     def mean_distance_to_query(self) -> float:
@@ -92,8 +174,8 @@ class EGBASResult(InterpretationResult):
 
     @property
     def output_diversity(self) -> float:
-        """Mean L2 distance between two samples' outputs."""
-        return mean_pairwise_distance(self.outputs)
+        """``mean_pairwise_distance("outputs")``: the spread of the outputs."""
+        return self._spread("outputs")
 
     @property
     def mask_size(self) -> int:
@@ -108,9 +190,11 @@ class EGBASResult(InterpretationResult):
             "complete": self.complete,
             "acceptance_rate": self.acceptance_rate,
             "proposal_acceptance_rate": self.proposal_acceptance_rate,
-            "mean_pairwise_distance": self.mean_pairwise_distance,
+            "tree_depth": self.tree_depth,
+            "n_passes": self.n_passes,
+            "mean_pairwise_distance": self._spread("latents"),
             "mean_distance_to_query": self.mean_distance_to_query,
-            "output_diversity": self.output_diversity,
+            "output_diversity": self._spread("outputs"),
             "mask_size": self.mask_size,
             "layer_size": int(self.mask.numel()),
         }
