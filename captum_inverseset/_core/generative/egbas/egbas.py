@@ -419,14 +419,24 @@ class EGBAS(LayerAttribution):
         r"""Explore the generative region of ``z0`` with a boundary-constrained
         rapidly-exploring random tree.
 
-        Each iteration draws ``batch_size`` targets
+        The tree grows in passes. A pass proposes about one candidate per
+        tree node (at least 32, at most ``batch_size``): for each, a target
         :math:`t \sim \mathcal{N}(z_0, s^2 I)` (:math:`s` is
-        ``exploration_scale``), finds each target's nearest tree node
-        :math:`z_n`, proposes
-        :math:`z_n + \min(\eta, \|t - z_n\|) (t - z_n) / \|t - z_n\|`
-        (:math:`\eta` is ``step_size``), evaluates all proposals in one
-        forward pass and adds those with :math:`z_0`'s sign pattern on
-        ``mask`` (and inside ``latent_bound``) to the tree.
+        ``exploration_scale``), its nearest tree node :math:`z_n`, and
+
+        .. math::
+            z_n + \min(\eta, \|t - z_n\|) \frac{t - z_n}{\|t - z_n\|}
+
+        (:math:`\eta` is ``step_size``). All candidates of a pass go through
+        the generator in one forward pass that stops at the layer (their sign
+        patterns are all the test needs); those with :math:`z_0`'s sign
+        pattern on ``mask`` (and inside ``latent_bound``) join the tree, the
+        others are retried at half the step in the next pass. Every sample is
+        in the region by construction. The generator's outputs are computed
+        afterwards, for the accepted latents only; when the layer holds most
+        of the generator's FLOPs, the candidates run through the whole
+        generator instead and the accepted ones keep their outputs
+        (whichever costs fewer FLOPs per accepted sample).
 
         The latent prior is respected with ``latent_bound``: a float keeps
         every node in the ball :math:`\|z\|_2 \le` ``latent_bound``;
@@ -447,26 +457,27 @@ class EGBAS(LayerAttribution):
                 Default: 0.25
             seed (int, optional): seed of the targets (and of the mask
                 optimisation when ``mask`` is None). Default: 0
-            show_progress (bool, optional): show a progress bar.
-                Default: False
-            batch_size (int, optional): candidate extensions per forward
-                pass. All candidates of a batch extend the tree as it was
-                before the batch, so a batch much smaller than ``n_samples``
-                gives a deeper, wider tree; a larger one fewer forward passes.
-                Default: 16
+            show_progress (bool, optional): show a progress bar over the
+                samples found. Default: False
+            batch_size (int, optional): most candidates per forward pass
+                (and latents per output pass). The candidates of a pass extend
+                the tree as it was before the pass, so a small ``batch_size``
+                gives more, smaller passes and a deeper tree; passes never
+                exceed what the tree can use (about one candidate per node,
+                and at most what the remaining samples need), so a large
+                value costs no memory. Default: 256
             exploration_scale (float, optional): standard deviation of the
                 targets around ``z0``. Default: 1.0
             latent_bound (float or str, optional): None, a maximum latent
                 norm, or ``"typical"``. Default: None
-            max_iterations (int, optional): most batches of candidates; when
+            max_iterations (int, optional): most passes of candidates; when
                 they are used up before ``n_samples`` are found, the result
                 holds the samples found, ``complete`` is False and an
                 :class:`EGBASWarning` is issued. Default: 200
-            n_step_halvings (int, optional): each extension is tried at
-                ``step_size`` times :math:`1, 1/2, \dots, 2^{1-k}` for this
-                :math:`k` (all in the same forward pass) and the longest
-                in-region one is kept; 1 tries the full step only.
-                Default: 3
+            n_step_halvings (int, optional): a rejected extension is retried
+                in the following passes at :math:`1/2, 1/4, \dots, 2^{1-k}`
+                of its step for this :math:`k`, so the longest in-region step
+                is the one kept; 1 tries the full step only. Default: 3
             mask_kwargs (dict, optional): arguments of
                 :meth:`supporting_boundaries` when ``mask`` is None.
                 Default: None
@@ -669,8 +680,11 @@ class EGBAS(LayerAttribution):
                 Default: (1e-3, 20.0)
 
         Returns:
-            float: the calibrated :math:`\epsilon` (the interval's lower end
-            when even that radius misses the target).
+            float: the calibrated :math:`\epsilon`. When the bisection
+            saturates, an :class:`EGBASWarning` says so: at the interval's
+            lower end (even that radius misses the target; that end is
+            returned) or at its upper end (every radius tried met the target;
+            the value is a lower bound).
         """
         target_acceptance = check_number(
             "target_acceptance", target_acceptance, 0.0, 1.0, strict_minimum=True
@@ -698,4 +712,23 @@ class EGBAS(LayerAttribution):
                     self._split, z0, region, n_samples, mid, 256, make_generator(seed)
                 )
                 low, high = (mid, high) if rate >= target_acceptance else (low, mid)
+        first, last = epsilon_range
+        if low == float(first):
+            warnings.warn(
+                f"calibrate_epsilon saturated at the lower end of epsilon_range "
+                f"({first:g}): no radius tried kept {target_acceptance:.0%} of "
+                "the samples in the region; the region is smaller than that "
+                "(lower epsilon_range[0], or use a smaller mask)",
+                EGBASWarning,
+                stacklevel=2,
+            )
+        elif high == float(last):
+            warnings.warn(
+                f"calibrate_epsilon saturated at the upper end of epsilon_range "
+                f"({last:g}): every radius tried kept {target_acceptance:.0%} of "
+                f"the samples in the region, so the returned {low:.4g} is a lower "
+                "bound (raise epsilon_range[1])",
+                EGBASWarning,
+                stacklevel=2,
+            )
         return low

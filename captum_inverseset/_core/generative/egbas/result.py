@@ -215,7 +215,11 @@ class EGBASResult(InterpretationResult):
                 ``(C, H, W)``; out-of-region samples are captioned ``out``).
                 ``"tree"``: the latents projected on their first two principal
                 components, with the tree's edges, the query as a star and
-                out-of-region samples in red. Default: "samples"
+                out-of-region samples in red. ``"difference"``: each sample's
+                output minus the query's, averaged over channels, on a
+                diverging colour scale symmetric about 0 (samples of a
+                generative region often look alike; this shows what
+                changes). Default: "samples"
             max_samples (int, optional): at most this many samples in the
                 image grid. Default: 24
             title (str, optional): axis title. Default: the method and the
@@ -227,8 +231,10 @@ class EGBASResult(InterpretationResult):
         Returns:
             ``(fig, ax)``
         """
-        if kind not in ("samples", "tree"):
-            raise ValueError(f"kind must be 'samples' or 'tree', got {kind!r}")
+        if kind not in ("samples", "tree", "difference"):
+            raise ValueError(
+                f"kind must be 'samples', 'tree' or 'difference', got {kind!r}"
+            )
         check_positive_int("max_samples", max_samples)
         if title is None:
             title = (
@@ -237,16 +243,14 @@ class EGBASResult(InterpretationResult):
             )
         if kind == "samples":
             return self._plot_samples(max_samples, title, plt_fig_axis, fig_size)
+        if kind == "difference":
+            return self._plot_difference(max_samples, title, plt_fig_axis, fig_size)
         return self._plot_tree(title, plt_fig_axis, fig_size)
 
     def _plot_samples(self, max_samples, title, plt_fig_axis, fig_size):
         from ....visualization import visualize_image_grid
 
-        if self.query_output.dim() not in (2, 3):
-            raise ValueError(
-                "kind='samples' needs image outputs (C, H, W); got outputs of "
-                f"shape {tuple(self.query_output.shape)}; use kind='tree'"
-            )
+        self._check_images("samples")
         n = min(self.n_samples, max_samples)
         images = torch.cat(
             [self.query_output.unsqueeze(0), self.outputs[:n]], dim=0
@@ -254,8 +258,9 @@ class EGBASResult(InterpretationResult):
         low, high = float(images.min()), float(images.max())
         if low >= 0.0 and high <= 1.0:
             low, high = 0.0, 1.0
+        # Only the exceptions are captioned: a label on every tile hides them.
         captions = ["query"] + [
-            "in" if bool(flag) else "out" for flag in self.in_region[:n]
+            "" if bool(flag) else "out" for flag in self.in_region[:n]
         ]
         return visualize_image_grid(
             images,
@@ -266,6 +271,38 @@ class EGBASResult(InterpretationResult):
             plt_fig_axis=plt_fig_axis,
             fig_size=fig_size,
         )
+
+    def _check_images(self, kind: str) -> None:
+        if self.query_output.dim() not in (2, 3):
+            raise ValueError(
+                f"kind={kind!r} needs image outputs (C, H, W); got outputs of "
+                f"shape {tuple(self.query_output.shape)}; use kind='tree'"
+            )
+
+    def _plot_difference(self, max_samples, title, plt_fig_axis, fig_size):
+        from ....visualization import visualize_image_grid
+
+        self._check_images("difference")
+        if self.n_samples == 0:
+            raise ValueError("kind='difference' needs at least one sample")
+        n = min(self.n_samples, max_samples)
+        query = self.query_output.float()
+        diff = self.outputs[:n].float() - query.unsqueeze(0)
+        if diff.dim() == 4:
+            diff = diff.mean(dim=1)  # (n, H, W): the change, all channels
+        scale = float(diff.abs().max()) or 1.0
+        captions = ["" if bool(f) else "out" for f in self.in_region[:n]]
+        fig, ax = visualize_image_grid(
+            diff,
+            titles=captions,
+            cmap="RdBu_r",
+            vmin=-scale,
+            vmax=scale,
+            title=f"{title}: output - query (colour range +/-{scale:.2g})",
+            plt_fig_axis=plt_fig_axis,
+            fig_size=fig_size,
+        )
+        return fig, ax
 
     def _plot_tree(self, title, plt_fig_axis, fig_size):
         from ....visualization import figure_axis
@@ -279,12 +316,12 @@ class EGBASResult(InterpretationResult):
             xy = centred @ v[:2].T
         else:
             xy = torch.cat([centred[:, :1], torch.zeros_like(centred[:, :1])], 1)
-        xy = xy.numpy()
+        xy = xy.cpu().numpy()
         fig, ax = figure_axis(plt_fig_axis, fig_size)
         for child, parent in enumerate(self.tree.tolist()):
             a, b = xy[parent + 1], xy[child + 1]
             ax.plot([a[0], b[0]], [a[1], b[1]], color="0.7", lw=0.6, zorder=1)
-        inside = self.in_region.numpy().astype(bool)
+        inside = self.in_region.cpu().numpy().astype(bool)
         ax.scatter(*xy[1:][inside].T, s=10, c="tab:blue", label="in region", zorder=2)
         if (~inside).any():
             ax.scatter(
