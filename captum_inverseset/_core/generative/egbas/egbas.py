@@ -419,8 +419,9 @@ class EGBAS(LayerAttribution):
         r"""Explore the generative region of ``z0`` with a boundary-constrained
         rapidly-exploring random tree.
 
-        The tree grows in passes. A pass proposes about one candidate per
-        tree node (at least 32, at most ``batch_size``): for each, a target
+        The tree grows in passes. A pass proposes about two candidates per
+        tree node (at least 32, or a quarter of ``n_samples`` if less; at most
+        ``batch_size``): for each, a target
         :math:`t \sim \mathcal{N}(z_0, s^2 I)` (:math:`s` is
         ``exploration_scale``), its nearest tree node :math:`z_n`, and
 
@@ -463,7 +464,7 @@ class EGBAS(LayerAttribution):
                 (and latents per output pass). The candidates of a pass extend
                 the tree as it was before the pass, so a small ``batch_size``
                 gives more, smaller passes and a deeper tree; passes never
-                exceed what the tree can use (about one candidate per node,
+                exceed what the tree can use (about two candidates per node,
                 and at most what the remaining samples need), so a large
                 value costs no memory. Default: 256
             exploration_scale (float, optional): standard deviation of the

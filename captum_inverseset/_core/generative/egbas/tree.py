@@ -21,9 +21,10 @@ from .region import LayerSplit, SignPattern
 
 __all__ = ["Tree", "TreeSettings", "grow_tree", "norm_bounds"]
 
-# A pass proposes about one candidate per tree node (so the tree roughly
-# doubles per pass and keeps many generations, which is what lets it spread)
-# and at least this many.
+# A pass proposes about two candidates per tree node (about half are accepted,
+# so the tree roughly doubles per pass and keeps several generations, which is
+# what lets it spread) and at least this many (fewer for fewer than 128
+# samples: a quarter of them).
 MIN_PASS = 32
 GROWTH = 2.0
 # Distances held at once by the nearest-node search (targets x nodes).
@@ -96,8 +97,9 @@ def grow_tree(
 
     Each pass:
 
-    1. proposes about one candidate per node (``MIN_PASS`` to
-       ``batch_size``), first the retries of the previous pass, then new ones:
+    1. proposes about two candidates per node (``MIN_PASS``, or a quarter of
+       ``n_samples`` if that is less, to ``batch_size``), first the retries
+       of the previous pass, then new ones:
        a target :math:`t \sim \mathcal{N}(z_0, s^2 I)`, its nearest node
        :math:`z_n`, and :math:`z_n + \min(\eta, \|t - z_n\|)\, u` with
        :math:`u = (t - z_n) / \|t - z_n\|`;
@@ -137,6 +139,9 @@ def grow_tree(
     r_code = torch.empty(0, dtype=torch.long, device=device)
     r_disp = torch.empty(0, dim, device=device, dtype=dtype)
     n_nodes, n_proposed, n_passes, n_accepted = 1, 0, 0, 0
+    # A small request gets smaller first passes, so that its tree still has a
+    # few generations (a first pass of 32 would give 15 samples one parent).
+    floor = min(MIN_PASS, max(4, math.ceil(s.n_samples / 4)))
     with progress(s.n_samples, show_progress, "E-GBAS tree") as bar:
         while n_nodes - 1 < s.n_samples and n_passes < s.max_iterations:
             n_passes += 1
@@ -146,8 +151,8 @@ def grow_tree(
             whole = share is not None and (1.0 - share) / rate < 1.0
             size = min(
                 s.batch_size,
-                max(MIN_PASS, math.ceil(GROWTH * n_nodes)),
-                max(MIN_PASS, math.ceil(1.25 * need / rate)),
+                max(floor, math.ceil(GROWTH * n_nodes)),
+                max(floor, math.ceil(1.25 * need / rate)),
             )
             n_retry = min(size, r_code.shape[0])
             code, disp = r_code[:n_retry], r_disp[:n_retry]
