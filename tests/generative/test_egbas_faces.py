@@ -72,14 +72,15 @@ def test_difference_view_shows_output_minus_query(small_face):
 
 def test_sample_captions_mark_only_exceptions(small_face):
     egbas = EGBAS(small_face, "main.1")
-    base = egbas.epsilon_sample(
-        _z(2), 9, epsilon=3.0, mask=torch.ones(32, 4, 4, dtype=torch.bool)
-    )
+    mask = torch.zeros(32, 4, 4, dtype=torch.bool)
+    mask[0, :2] = True  # 8 boundaries
+    base = egbas.epsilon_sample(_z(2), 9, epsilon=1.0, mask=mask)
     fig, ax = base.plot(max_samples=9)
     texts = [t.get_text() for t in ax.texts]
     assert texts[0] == "query"
     assert texts[1:] == ["" if bool(f) else "out" for f in base.in_region]
-    assert "out" in texts  # a wide ball leaves the region: the check can fail
+    # Some samples in, some out: the check can fail either way.
+    assert "out" in texts and "" in texts
     plt.close(fig)
 
 
