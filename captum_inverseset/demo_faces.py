@@ -114,6 +114,7 @@ def add_faces_section(
             step_size=epsilon,
             seed=seed,
             show_progress=show_progress,
+            batch_size=6,  # small passes: a deeper tree for a few samples
         )
         seconds = time.perf_counter() - start
         baseline = egbas.epsilon_sample(

@@ -57,7 +57,11 @@ def egbas_figure(layer: str, n_samples: int = 15):
     egbas = EGBAS(generator, layer)
     mask = egbas.supporting_boundaries(z0, seed=0)
     epsilon = egbas.calibrate_epsilon(z0, 0.9, mask=mask, n_samples=256, seed=1)
-    ours = egbas.sample(z0, n_samples, mask=mask, step_size=epsilon, seed=0)
+    # Passes of at most 4 candidates: for 15 samples, a tree of several
+    # generations (the default passes, sized for speed, would give about two).
+    ours = egbas.sample(
+        z0, n_samples, mask=mask, step_size=epsilon, seed=0, batch_size=4
+    )
     ball = egbas.epsilon_sample(z0, n_samples, epsilon=epsilon, mask=mask, seed=0)
     print(
         f"{layer}: {int(mask.sum())} of {mask.numel()} boundaries; epsilon "

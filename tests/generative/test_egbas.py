@@ -199,9 +199,9 @@ def test_tree_that_cannot_grow_is_flagged_not_padded():
         )
     assert not result.complete
     assert result.n_samples == 0 and result.latents.shape == (0, 2)
-    # 5 passes of 5 candidates (a quarter of the 20 samples): new ones, then
+    # 5 passes of 10 candidates (half the 20 samples): new ones, then
     # their retries at half and a quarter step, then new ones again.
-    assert result.n_passes == 5 and result.n_proposed == 5 * 5
+    assert result.n_passes == 5 and result.n_proposed == 5 * 10
     assert result.in_region.shape == (0,)
 
 

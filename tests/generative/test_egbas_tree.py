@@ -163,18 +163,24 @@ def test_nearest_node_search_equals_brute_force(monkeypatch):
 
 def test_each_pass_extends_many_nodes():
     """No boundary (empty mask): every candidate is accepted, and the passes
-    hold a quarter of the samples (25), then about two candidates per node
-    (52), then what the last 23 need at that acceptance (30)."""
+    hold 32 candidates, then about two per node (66), then the smallest pass
+    (32) for the last two."""
     gen = make_mlp()
     egbas = EGBAS(gen, gen[2])
     with pytest.warns(UserWarning, match="all False"):
         res = egbas.sample(
             torch.zeros(1, 4), n_samples=100, mask=torch.zeros(16, dtype=torch.bool)
         )
-    assert res.n_passes == 3 and res.n_proposed == 25 + 52 + 30
+    assert res.n_passes == 3 and res.n_proposed == 32 + 66 + 32
     assert res.tree_depth == 3
     depth = tree_depths(res.tree)
-    assert int((depth == 1).sum()) == 25 and int((depth == 2).sum()) == 52
+    assert int((depth == 1).sum()) == 32 and int((depth == 2).sum()) == 66
+    # A small request gets passes of half its size, hence generations too.
+    with pytest.warns(UserWarning, match="all False"):
+        few = egbas.sample(
+            torch.zeros(1, 4), n_samples=15, mask=torch.zeros(16, dtype=torch.bool)
+        )
+    assert few.n_passes == 2 and few.tree_depth == 2
     # batch_size caps a pass: a deeper tree from more, smaller passes.
     with pytest.warns(UserWarning, match="all False"):
         small = egbas.sample(

@@ -420,7 +420,7 @@ class EGBAS(LayerAttribution):
         rapidly-exploring random tree.
 
         The tree grows in passes. A pass proposes about two candidates per
-        tree node (at least 32, or a quarter of ``n_samples`` if less; at most
+        tree node (at least 32, or half of ``n_samples`` if less; at most
         ``batch_size``): for each, a target
         :math:`t \sim \mathcal{N}(z_0, s^2 I)` (:math:`s` is
         ``exploration_scale``), its nearest tree node :math:`z_n`, and

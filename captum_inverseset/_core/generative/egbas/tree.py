@@ -23,8 +23,8 @@ __all__ = ["Tree", "TreeSettings", "grow_tree", "norm_bounds"]
 
 # A pass proposes about two candidates per tree node (about half are accepted,
 # so the tree roughly doubles per pass and keeps several generations, which is
-# what lets it spread) and at least this many (fewer for fewer than 128
-# samples: a quarter of them).
+# what lets it spread) and at least this many (fewer for fewer than 64
+# samples: half of them).
 MIN_PASS = 32
 GROWTH = 2.0
 # Distances held at once by the nearest-node search (targets x nodes).
@@ -97,7 +97,7 @@ def grow_tree(
 
     Each pass:
 
-    1. proposes about two candidates per node (``MIN_PASS``, or a quarter of
+    1. proposes about two candidates per node (``MIN_PASS``, or half of
        ``n_samples`` if that is less, to ``batch_size``), first the retries
        of the previous pass, then new ones:
        a target :math:`t \sim \mathcal{N}(z_0, s^2 I)`, its nearest node
@@ -141,7 +141,7 @@ def grow_tree(
     n_nodes, n_proposed, n_passes, n_accepted = 1, 0, 0, 0
     # A small request gets smaller first passes, so that its tree still has a
     # few generations (a first pass of 32 would give 15 samples one parent).
-    floor = min(MIN_PASS, max(4, math.ceil(s.n_samples / 4)))
+    floor = min(MIN_PASS, max(4, math.ceil(s.n_samples / 2)))
     with progress(s.n_samples, show_progress, "E-GBAS tree") as bar:
         while n_nodes - 1 < s.n_samples and n_passes < s.max_iterations:
             n_passes += 1
