@@ -90,10 +90,12 @@ if generator is not None:
     results = {layer: egbas_figure(layer) for layer in ("main.1", "main.4")}
 
 ###############################################################################
-# The differences show what each layer leaves free: the first block's region
-# (few, coarse boundaries) lets pose, lighting and hair change, the second
-# block's keeps the layout and changes finer detail. Red is brighter than the
-# query, blue darker (the mean over the colour channels).
+# Both regions are small, so the samples look alike at a glance: the
+# difference views show what each layer leaves free (red brighter than the
+# query, blue darker, the mean over the colour channels). Here both layers let
+# the hair and the shading around the hairline and cheeks change while the
+# face's layout stays; the printed ratios say how much further than the ball
+# the tree reaches.
 #
 # Inverse sets of two units and of their intersection
 # ---------------------------------------------------
@@ -165,5 +167,8 @@ if generator is not None:
 ###############################################################################
 # The intersection is rare under the prior (the count above), yet every
 # inverse-set sample lies in both bands; the rejection samples beside them
-# are the few prior draws that happen to. What the faces share is what the
-# two units respond to together.
+# are the few prior draws that happen to. Adding the second unit's band
+# moves the samples towards darker faces, as the rejection samples are:
+# that is what the two units respond to together. The inverse-set samples
+# spread further than prior samples do (the sampler pushes them apart,
+# within the prior's bulk), hence their stronger colours.

@@ -10,7 +10,7 @@ supporting boundary set), :mod:`.tree` (the rapidly-exploring random tree),
 """
 
 import warnings
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from captum.attr import LayerAttribution
@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from ...._utils.captum_compat import get_module_from_name
 from ...._utils.hooks import preserve_model_state
-from ...._utils.memory import check_memory
 from ...._utils.validation import (
     check_number,
     check_positive_float,
@@ -28,63 +27,21 @@ from ...._utils.validation import (
     make_generator,
     model_device,
 )
-from .epsilon import ball_acceptance, epsilon_ball
+from .arguments import (
+    MASK_OPTIONS,
+    check_batch_memory,
+    check_bool,
+    check_mask_kwargs,
+    check_result_memory,
+    query_batches,
+)
+from .epsilon import bisect_radius, epsilon_ball
 from .mask import keep_probabilities
 from .region import LayerSplit, SignPattern, check_mask, format_queries, format_query
 from .result import EGBASResult, EGBASWarning
 from .tree import TreeSettings, grow_tree, norm_bounds
 
 __all__ = ["EGBAS", "EGBASResult", "EGBASWarning"]
-
-_MASK_OPTIONS = (
-    "sparsity",
-    "n_steps",
-    "threshold",
-    "lr",
-    "temperature",
-    "init_keep",
-    "show_progress",
-)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _check_mask_kwargs(mask_kwargs: Any) -> Dict[str, Any]:
-    if mask_kwargs is None:
-        return {}
-    if not isinstance(mask_kwargs, dict):
-        raise ValueError(
-            f"mask_kwargs must be a dict of supporting_boundaries() arguments, "
-            f"got {type(mask_kwargs).__name__}"
-        )
-    unknown = sorted(set(mask_kwargs) - set(_MASK_OPTIONS))
-    if unknown:
-        raise TypeError(
-            f"mask_kwargs has unknown argument(s) {unknown} of "
-            f"supporting_boundaries(); valid: {list(_MASK_OPTIONS)}"
-        )
-    return dict(mask_kwargs)
-
-
-def _query_batches(inputs: Any) -> Iterator[Tensor]:
-    """The batches of query latents of ``attribute``: a tensor is one batch;
-    an iterable (a DataLoader) yields tensors or ``(latents, ...)`` tuples."""
-    if torch.is_tensor(inputs):
-        yield inputs
-        return
-    if isinstance(inputs, (tuple, list)) or not hasattr(inputs, "__iter__"):
-        raise ValueError(
-            "inputs must be a tensor of query latents or an iterable of such "
-            f"batches (e.g. a DataLoader), got {type(inputs).__name__}"
-        )
-    for batch in inputs:
-        if isinstance(batch, (tuple, list)) and batch:
-            batch = batch[0]
-        yield batch
 
 
 class EGBAS(LayerAttribution):
@@ -198,31 +155,12 @@ class EGBAS(LayerAttribution):
         pre0, out0 = self._split.run(z0)
         return z0, pre0, out0
 
-    @staticmethod
-    def _check_result_memory(
-        n_samples: int, z0: Tensor, out0: Tensor, extra_per_row: int = 0
-    ) -> None:
-        """The result holds ``n_samples`` latents and outputs at once."""
-        per_row = (z0[0].numel() + out0[0].numel()) * z0.element_size()
-        check_memory(
-            "n_samples", n_samples, n_samples * (per_row + extra_per_row), z0.device
-        )
-
-    @staticmethod
-    def _check_batch_memory(
-        name: str, value: int, rows: int, z0: Tensor, pre0: Tensor, out0: Tensor
-    ) -> None:
-        """One forward pass holds ``rows`` latents, layer outputs and outputs
-        (twice, for the generator's intermediate activations)."""
-        per_row = z0[0].numel() + 2 * (pre0[0].numel() + out0[0].numel())
-        check_memory(name, value, rows * per_row * z0.element_size(), z0.device)
-
     def _prepare_sampling(self, z0, n_samples, mask, seed, mask_kwargs):
         check_positive_int("n_samples", n_samples)
-        mask_kwargs = _check_mask_kwargs(mask_kwargs)
+        mask_kwargs = check_mask_kwargs(mask_kwargs)
         make_generator(seed)  # validates the seed before any work
         z0, pre0, out0 = self._query(z0)
-        self._check_result_memory(n_samples, z0, out0)
+        check_result_memory(n_samples, z0, out0)
         if mask is None:
             mask = self.supporting_boundaries(z0, seed=seed, **mask_kwargs)
         mask = check_mask(mask, pre0.shape[1:], pre0.device)
@@ -322,7 +260,7 @@ class EGBAS(LayerAttribution):
         init_keep = check_number(
             "init_keep", init_keep, 0.0, 1.0, strict_minimum=True, strict_maximum=True
         )
-        _check_bool("show_progress", show_progress)
+        check_bool("show_progress", show_progress)
         gen = make_generator(seed)
         thetas = [
             keep_probabilities(
@@ -336,7 +274,7 @@ class EGBAS(LayerAttribution):
                 gen,
                 show_progress,
             )
-            for batch in _query_batches(inputs)
+            for batch in query_batches(inputs)
         ]
         if not thetas:
             raise ValueError("inputs holds no latents")
@@ -371,7 +309,7 @@ class EGBAS(LayerAttribution):
         threshold = check_number(
             "threshold", threshold, 0.0, 1.0, strict_minimum=True, strict_maximum=True
         )
-        unknown = sorted(set(kwargs) - set(_MASK_OPTIONS))
+        unknown = sorted(set(kwargs) - set(MASK_OPTIONS))
         if unknown:
             raise TypeError(
                 f"supporting_boundaries() got unknown argument(s) {unknown}"
@@ -491,70 +429,34 @@ class EGBAS(LayerAttribution):
         check_positive_int("max_iterations", max_iterations)
         check_positive_int("n_step_halvings", n_step_halvings)
         exploration_scale = check_positive_float("exploration_scale", exploration_scale)
-        _check_bool("show_progress", show_progress)
-        guard = preserve_model_state(self.forward_func)
-        with guard, torch.no_grad():
-            return self._sample(
-                z0,
-                n_samples,
-                mask,
-                seed,
-                mask_kwargs,
-                step_size,
-                batch_size,
-                exploration_scale,
-                latent_bound,
-                max_iterations,
-                n_step_halvings,
-                show_progress,
+        check_bool("show_progress", show_progress)
+        with preserve_model_state(self.forward_func), torch.no_grad():
+            z0, pre0, out0, mask = self._prepare_sampling(
+                z0, n_samples, mask, seed, mask_kwargs
             )
-
-    def _sample(
-        self,
-        z0,
-        n_samples,
-        mask,
-        seed,
-        mask_kwargs,
-        step_size,
-        batch_size,
-        exploration_scale,
-        latent_bound,
-        max_iterations,
-        n_step_halvings,
-        show_progress,
-    ) -> EGBASResult:
-        z0, pre0, out0, mask = self._prepare_sampling(
-            z0, n_samples, mask, seed, mask_kwargs
-        )
-        settings = TreeSettings(
-            n_samples=n_samples,
-            step_size=step_size,
-            batch_size=batch_size,
-            exploration_scale=exploration_scale,
-            norm_bounds=norm_bounds(
-                latent_bound, z0.flatten(1), z0[0].numel(), check_positive_float
-            ),
-            max_iterations=max_iterations,
-            n_step_halvings=n_step_halvings,
-        )
-        largest = settings.largest_pass()
-        self._check_batch_memory("batch_size", batch_size, largest, z0, pre0, out0)
-        gen = make_generator(seed)
-        self._split.measure_cost(z0)
-        tree = grow_tree(
-            self._split,
-            z0,
-            out0,
-            SignPattern(pre0[0], mask),
-            settings,
-            gen,
-            show_progress,
-        )
-        latents, outputs = tree.latents, tree.outputs
-        missing = (~tree.has_output).nonzero().squeeze(1)
-        if missing.numel():
-            outputs[missing] = self._split.outputs(latents[missing], largest)
+            settings = TreeSettings(
+                n_samples=n_samples,
+                step_size=step_size,
+                batch_size=batch_size,
+                exploration_scale=exploration_scale,
+                norm_bounds=norm_bounds(
+                    latent_bound, z0.flatten(1), z0[0].numel(), check_positive_float
+                ),
+                max_iterations=max_iterations,
+                n_step_halvings=n_step_halvings,
+            )
+            largest = settings.largest_pass()
+            check_batch_memory("batch_size", batch_size, largest, z0, pre0, out0)
+            self._split.measure_cost(z0)
+            region = SignPattern(pre0[0], mask)
+            gen = make_generator(seed)
+            tree = grow_tree(
+                self._split, z0, out0, region, settings, gen, show_progress
+            )
+            latents, outputs = tree.latents, tree.outputs
+            missing = (~tree.has_output).nonzero().squeeze(1)
+            if missing.numel():
+                outputs[missing] = self._split.outputs(latents[missing], largest)
         n_found = latents.shape[0]
         complete = n_found == n_samples
         if not complete:
@@ -623,7 +525,7 @@ class EGBAS(LayerAttribution):
                 z0, n_samples, mask, seed, mask_kwargs
             )
             chunk = min(batch_size, n_samples)
-            self._check_batch_memory("batch_size", batch_size, chunk, z0, pre0, out0)
+            check_batch_memory("batch_size", batch_size, chunk, z0, pre0, out0)
             gen = make_generator(seed)
             latents, outputs, inside = epsilon_ball(
                 self._split,
@@ -706,13 +608,16 @@ class EGBAS(LayerAttribution):
             if mask is None:
                 mask = self.supporting_boundaries(z0, seed=seed)
             mask = check_mask(mask, pre0.shape[1:], pre0.device)
-            region = SignPattern(pre0[0], mask)
-            for _ in range(iterations):
-                mid = (low * high) ** 0.5
-                rate = ball_acceptance(
-                    self._split, z0, region, n_samples, mid, 256, make_generator(seed)
-                )
-                low, high = (mid, high) if rate >= target_acceptance else (low, mid)
+            low, high = bisect_radius(
+                self._split,
+                z0,
+                SignPattern(pre0[0], mask),
+                target_acceptance,
+                n_samples,
+                iterations,
+                seed,
+                (low, high),
+            )
         first, last = epsilon_range
         if low == float(first):
             warnings.warn(

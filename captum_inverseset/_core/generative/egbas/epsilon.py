@@ -6,9 +6,10 @@ from typing import Iterator, Tuple
 import torch
 from torch import Tensor
 
+from ...._utils.validation import make_generator
 from .region import LayerSplit, SignPattern
 
-__all__ = ["ball_acceptance", "ball_latents", "epsilon_ball"]
+__all__ = ["ball_acceptance", "ball_latents", "bisect_radius", "epsilon_ball"]
 
 
 def ball_latents(
@@ -64,3 +65,26 @@ def ball_acceptance(
     for chunk in ball_latents(z0, n_samples, epsilon, batch_size, gen):
         inside += int(region.contains(split.pre_activations(chunk)).sum())
     return inside / n_samples
+
+
+def bisect_radius(
+    split: LayerSplit,
+    z0: Tensor,
+    region: SignPattern,
+    target_acceptance: float,
+    n_samples: int,
+    iterations: int,
+    seed,
+    interval: Tuple[float, float],
+) -> Tuple[float, float]:
+    """Geometric bisection of the ball's radius: the final ``(low, high)``,
+    ``low`` the largest radius seen to meet ``target_acceptance`` (the same
+    ``seed``, hence the same directions, at every radius)."""
+    low, high = interval
+    for _ in range(iterations):
+        mid = (low * high) ** 0.5
+        rate = ball_acceptance(
+            split, z0, region, n_samples, mid, 256, make_generator(seed)
+        )
+        low, high = (mid, high) if rate >= target_acceptance else (low, mid)
+    return low, high
