@@ -138,23 +138,14 @@ def describe_ablation(curve, k: int, shapley=None, layer: str = "conv3") -> str:
 
 
 def _faces_section(report, device, seed, quick, show_progress) -> None:
-    """The face-DCGAN section, written by ``captum_inverseset.demo_faces``
-    (the E-GBAS developer's module), when that module and the
-    ``gan-face-generate`` weights are installed.
+    """The face-DCGAN section (:mod:`captum_inverseset.demo_faces`): E-GBAS
+    and inverse sets on the real pretrained face generator when
+    ``gan-face-generate`` is installed, else a note saying how to install it."""
+    from .demo_faces import add_faces_section
 
-    This is the one place the demo calls it: the lead wires the function's
-    final name here (expected: ``add_faces_section(report, device=...,
-    seed=..., quick=..., show_progress=...)``).
-    """
-    try:
-        from . import demo_faces
-        from .zoo import face_dcgan_available
-    except ImportError:
-        return
-    add = getattr(demo_faces, "add_faces_section", None)
-    if add is None or not face_dcgan_available():
-        return
-    add(report, device=device, seed=seed, quick=quick, show_progress=show_progress)
+    add_faces_section(
+        report, device=device, seed=seed, quick=quick, show_progress=show_progress
+    )
 
 
 def run_demo(

@@ -142,7 +142,7 @@ def visualize_image_grid(
         size = fontsize
         if size is None:
             ppp = _points_per_pixel(fig, ax, grid.shape[1], grid.shape[0])
-            longest = max(len(line) for t in texts for line in t.split("\n"))
+            longest = max(1, *(len(ln) for t in texts for ln in t.split("\n")))
             # the lines fill ~75% of the band's height; a line the tile width
             size = min(0.75 * band * ppp / lines, col_w * ppp / (0.6 * longest))
             size = float(np.clip(size, *_FONT_RANGE))

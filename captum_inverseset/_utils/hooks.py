@@ -20,6 +20,7 @@ __all__ = [
     "mask_units",
     "preserve_model_state",
     "replace_layer_output",
+    "stop_after_layer",
 ]
 
 
@@ -90,6 +91,52 @@ def capture_layer(
     handle = layer.register_forward_hook(hook)
     try:
         yield record
+    finally:
+        handle.remove()
+
+
+class _StopForward(BaseException):
+    """Ends a forward pass at a layer (see :func:`stop_after_layer`).
+
+    A ``BaseException``, so that a model's own ``except Exception`` blocks do
+    not swallow it."""
+
+
+@contextmanager
+def stop_after_layer(layer: nn.Module, detach: bool = True) -> Iterator[LayerCapture]:
+    """Record ``layer``'s output and end the forward pass right there.
+
+    The forward call inside the ``with`` block does not return: the hook
+    raises as soon as the layer has run, the block is left at that call, and
+    the exception is swallowed when the block ends, so the layers after
+    ``layer`` never run. Put nothing after the forward call in the block. If
+    the layer is not called, the forward runs to its end and ``outputs`` is
+    empty. Only the layer's *first* call is seen: for a layer called more
+    than once per forward use :func:`capture_layer` (or ``layer_eval``).
+
+    Args:
+        layer (nn.Module): the module whose output is wanted.
+        detach (bool, optional): store a detached output. Default: True
+
+    Examples::
+
+        >>> with stop_after_layer(model.features) as cap:
+        ...     model(x)  # stops after model.features
+        >>> cap.output.shape
+    """
+    record = LayerCapture()
+    token = object()  # tells this block's stop from a nested block's
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        record.outputs.append(output.detach() if detach else output)
+        raise _StopForward(token)
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield record
+    except _StopForward as stop:
+        if stop.args[0] is not token:
+            raise
     finally:
         handle.remove()
 
