@@ -30,11 +30,16 @@ from ..._utils.captum_compat import (
     select_neuron,
 )
 from ..._utils.distance import mean_pairwise_distance
+from ..._utils.graph_memory import graph_bytes_per_example, tensor_bytes
 from ..._utils.hooks import preserve_model_state
+from ..._utils.layer_eval import LayerNotCalledError, normalize_selector
+from ..._utils.memory import check_memory
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult, result_dataclass
 from ..._utils.validation import (
+    check_finite_inputs,
     check_module,
+    check_number,
     check_positive_float,
     check_positive_int,
     make_generator,
@@ -111,16 +116,10 @@ class _SamplerOptions:
                 f"min_steps must be a non-negative integer, got {min_steps!r}"
             )
         lr = check_positive_float("lr", self.lr)
-        diversity_weight = self.diversity_weight
-        if not (isinstance(diversity_weight, (int, float)) and diversity_weight >= 0):
-            raise ValueError(
-                "diversity_weight must be a non-negative number, got "
-                f"{diversity_weight!r}"
-            )
-        if not (isinstance(self.init_noise, (int, float)) and self.init_noise >= 0):
-            raise ValueError(
-                f"init_noise must be a non-negative number, got {self.init_noise!r}"
-            )
+        diversity_weight = check_number(
+            "diversity_weight", self.diversity_weight, minimum=0
+        )
+        init_noise = check_number("init_noise", self.init_noise, minimum=0)
         if self.repel_from not in ("all", "seeds"):
             raise ValueError(
                 f"repel_from must be 'all' or 'seeds', got {self.repel_from!r}"
@@ -136,6 +135,8 @@ class _SamplerOptions:
             max_steps=max_steps,
             restart_every=restart_every,
             lr=lr,
+            diversity_weight=diversity_weight,
+            init_noise=init_noise,
             initial_penalty=initial_penalty,
             penalty_growth=penalty_growth,
             max_penalty=check_positive_float("max_penalty", self.max_penalty),
@@ -146,6 +147,37 @@ class _SamplerOptions:
 
 
 _DEFAULTS = _SamplerOptions()
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a bool: ``"False"`` must not silently mean True."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, (bool, str, bytes)):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return getattr(value, "ndim", None) == 0 and hasattr(value, "item")
+
+
+def _check_shape(name: str, shape: Any) -> Tuple[int, ...]:
+    """A non-empty sequence of positive ints (no strings, bools or 8.5)."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise ValueError(f"{name} must be a sequence of ints, got {shape!r}")
+    out = []
+    for s in shape:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            raise ValueError(f"{name} must hold positive ints, got {tuple(shape)!r}")
+        out.append(int(s))
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    return tuple(out)
+
+
 # Activation maximisation of top_range: random starts and Adam steps.
 _TOP_RANGE_STARTS = 8
 _TOP_RANGE_STEPS = 100
@@ -163,13 +195,10 @@ def _parse_range(activation_range: Any, name: str) -> Tuple[float, float]:
             f"{activation_range!r}"
         )
     lo, hi = activation_range
-    try:
-        lo = -math.inf if lo is None else float(lo)
-        hi = math.inf if hi is None else float(hi)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must hold numbers or None, got {activation_range!r}"
-        ) from None
+    if not all(v is None or _is_number(v) for v in (lo, hi)):
+        raise ValueError(f"{name} must hold numbers or None, got {activation_range!r}")
+    lo = -math.inf if lo is None else float(lo)
+    hi = math.inf if hi is None else float(hi)
     if math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"{name} must not contain NaN, got {activation_range!r}")
     if lo > hi:
@@ -227,9 +256,11 @@ class NeuronConstraint:
     ) -> None:
         check_module("layer", layer)
         self.layer = layer
-        self.neuron_selector = neuron_selector
+        self.neuron_selector = normalize_selector(neuron_selector)
         self.low, self.high = _parse_range(activation_range, "activation_range")
-        self.attribute_to_neuron_input = bool(attribute_to_neuron_input)
+        self.attribute_to_neuron_input = _check_bool(
+            "attribute_to_neuron_input", attribute_to_neuron_input
+        )
 
     @property
     def activation_range(self) -> Tuple[float, float]:
@@ -610,6 +641,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         multiplier_every: int = _DEFAULTS.multiplier_every,
         code_bound: Optional[float] = _DEFAULTS.code_bound,
         restart_every: Optional[int] = _DEFAULTS.restart_every,
+        init_codes: Optional[Tensor] = None,
     ) -> InverseSetResult:
         r"""Draw ``n_samples`` samples of the neuron's inverse set.
 
@@ -694,6 +726,9 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                 feasible sample plus noise (from fresh random codes while no
                 sample is feasible), with their multipliers reset. None
                 disables restarts. Default: 50
+            init_codes (Tensor, optional): ``(n_samples, *code_shape)``
+                starting codes (generator latents, or codes of the input
+                parameterization) instead of random ones. Default: None
 
         Returns:
             :class:`InverseSetResult`: samples, codes, activations,
@@ -701,9 +736,13 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         """
         n_samples = check_positive_int("n_samples", n_samples)
         batch_size = check_positive_int("batch_size", batch_size)
+        show_progress = _check_bool("show_progress", show_progress)
+        _check_bool("attribute_to_neuron_input", attribute_to_neuron_input)
         param, transform = self._build_parameterization(
             input_shape, input_range, image_parameterization, transforms
         )
+        if init_codes is not None:
+            init_codes = self._check_init_codes(init_codes, param, n_samples)
         fraction = _top_fraction(activation_range)
         if fraction is not None:
             activation_range = self._top_range(
@@ -730,7 +769,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             n_samples=n_samples,
             batch_size=batch_size,
             input_shape=input_shape,
-            initial_codes=None,
+            initial_codes=init_codes,
             seed=seed,
             show_progress=show_progress,
             additional_forward_args=additional_forward_args,
@@ -827,12 +866,9 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         n_starts: int = _TOP_RANGE_STARTS,
         n_steps: int = _TOP_RANGE_STEPS,
     ) -> Tuple[float, None]:
-        try:
-            fraction = float(fraction)
-        except (TypeError, ValueError):
-            raise ValueError(f"fraction must be a number, got {fraction!r}") from None
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        fraction = check_number(
+            "fraction", fraction, minimum=0, maximum=1, strict_minimum=True
+        )
         n_starts = check_positive_int("n_starts", n_starts)
         n_steps = check_positive_int("n_steps", n_steps)
         lr = check_positive_float("lr", lr)
@@ -844,16 +880,26 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         bound = self._code_bound(param, code_bound)
         gen = make_generator(seed)
         device = model_device(self.forward_func, default=model_device(param))
-        codes = param.random_codes(n_starts, generator=gen, device=device)
-        transform_gen = torch.Generator().manual_seed(
-            int(torch.randint(2**62, (1,), generator=gen))
-        )
         modules = [
             mod
             for mod in (self.forward_func, self.generator)
             if isinstance(mod, nn.Module)
         ]
         with preserve_model_state(modules):
+            self._check_batch_memory(
+                param,
+                constraint,
+                PooledEncoder(),
+                additional_forward_args,
+                device,
+                "n_starts",
+                n_starts,
+                n_starts,
+            )
+            codes = param.random_codes(n_starts, generator=gen, device=device)
+            transform_gen = torch.Generator().manual_seed(
+                int(torch.randint(2**62, (1,), generator=gen))
+            )
             codes = codes.detach().clone().requires_grad_(True)
             with torch.no_grad():
                 start = self._activations(
@@ -940,11 +986,19 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             raise ValueError(
                 f"inputs must be one tensor (or a tuple of one), got {len(formatted)}"
             )
-        x0 = formatted[0].detach()
+        x0 = formatted[0]
+        if not torch.is_tensor(x0):
+            raise ValueError(f"inputs must be a tensor, got {type(x0).__name__}")
+        check_finite_inputs("inputs", x0)
+        if not x0.is_floating_point():
+            raise ValueError(
+                f"inputs must be a floating-point tensor (the samples are "
+                f"optimised continuously), got {x0.dtype}"
+            )
+        x0 = x0.detach()
         if x0.dim() < 1 or x0.shape[0] == 0:
             raise ValueError("inputs must have a non-empty batch dimension")
-        if not torch.isfinite(x0).all():
-            raise ValueError("inputs contains NaN or infinite values")
+        _check_bool("return_result", return_result)
         n = int(x0.shape[0])
         batch_size = (
             n if batch_size is None else check_positive_int("batch_size", batch_size)
@@ -967,7 +1021,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             if bad in kwargs:
                 raise ValueError(f"{bad} is not an argument of attribute")
         transforms = kwargs.pop("transforms", None)
-        show_progress = bool(kwargs.pop("show_progress", False))
+        show_progress = _check_bool("show_progress", kwargs.pop("show_progress", False))
         result = self._run(
             param,
             self._make_transform(transforms, shape),
@@ -1007,12 +1061,16 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
 
     @staticmethod
     def _parse_input_range(input_range) -> Tuple[float, float]:
-        try:
-            low, high = (float(v) for v in input_range)
-        except (TypeError, ValueError):
+        if (
+            isinstance(input_range, (str, bytes))
+            or not isinstance(input_range, Sequence)
+            or len(input_range) != 2
+            or not all(_is_number(v) for v in input_range)
+        ):
             raise ValueError(
                 f"input_range must be (low, high) or None, got {input_range!r}"
-            ) from None
+            )
+        low, high = (float(v) for v in input_range)
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(
                 f"input_range must be finite with low < high, got {input_range!r}"
@@ -1038,14 +1096,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         self, input_shape, input_range, image_parameterization, transforms
     ) -> Tuple[nn.Module, Optional[Callable]]:
         if input_shape is not None:
-            try:
-                input_shape = tuple(int(s) for s in input_shape)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"input_shape must be a sequence of ints, got {input_shape!r}"
-                ) from None
-            if not input_shape or min(input_shape) < 1:
-                raise ValueError(f"input_shape must be positive, got {input_shape!r}")
+            input_shape = _check_shape("input_shape", input_shape)
         if self._parameterization is not None:
             if transforms == "auto":
                 transforms = None
@@ -1138,7 +1189,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             except _StopForward:
                 pass
             if any(s is None for s in seen):
-                raise RuntimeError(
+                raise LayerNotCalledError(
                     "a constrained layer was not called during the forward pass: "
                     "is it a submodule used by forward_func?"
                 )
@@ -1166,16 +1217,84 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
     def _encode(self, x: Tensor, encoder: Callable) -> Tensor:
         try:
             e = encoder(x)
-        except (RuntimeError, TypeError) as err:
-            raise ValueError(
-                f"encoder could not encode inputs of shape {tuple(x.shape)}: {err}"
-            ) from err
+        except Exception as err:
+            # The user's encoder failed: its own error goes up unchanged, with
+            # a note saying where it was called.
+            if hasattr(err, "add_note"):  # Python >= 3.11
+                err.add_note(
+                    f"(raised by the encoder on inputs of shape {tuple(x.shape)})"
+                )
+            raise
         if not torch.is_tensor(e) or e.dim() < 1 or e.shape[0] != x.shape[0]:
             raise ValueError(
                 "encoder must return one vector per input, got "
                 f"{getattr(e, 'shape', type(e))} for {x.shape[0]} inputs"
             )
+        if not bool(torch.isfinite(e).all()):
+            raise ValueError(
+                "encoder returned NaN or infinite encodings: the spread cannot "
+                "be measured in them"
+            )
         return e.reshape(e.shape[0], -1)
+
+    @staticmethod
+    def _check_init_codes(init_codes: Any, param: nn.Module, n: int) -> Tensor:
+        if not torch.is_tensor(init_codes):
+            raise ValueError(
+                f"init_codes must be a tensor, got {type(init_codes).__name__}"
+            )
+        check_finite_inputs("init_codes", init_codes)
+        want = (n, *tuple(param.code_shape))
+        if tuple(init_codes.shape) != want:
+            raise ValueError(
+                f"init_codes must have shape {want} (n_samples, *code_shape), got "
+                f"{tuple(init_codes.shape)}"
+            )
+        return init_codes.detach().float()
+
+    def _check_batch_memory(
+        self,
+        param: nn.Module,
+        constraints: List["NeuronConstraint"],
+        encoder: Callable,
+        additional_forward_args: Any,
+        device: torch.device,
+        batch_name: str,
+        batch_value: Any,
+        batch: int,
+        n_samples: int = 0,
+        input_shape: Optional[Sequence[int]] = None,
+    ) -> None:
+        """Refuse a batch (or a result) that would not fit, before allocating it.
+
+        The graph of one example is measured on a probe of two codes drawn
+        from a generator of their own (the seeded draws are untouched).
+        """
+        probe = param.random_codes(
+            2, generator=torch.Generator().manual_seed(0), device=device
+        )
+        with torch.no_grad():
+            self._check_generated(param(probe), input_shape)
+
+        def graph(codes: Tensor):
+            x = param(codes)
+            acts = self._activations(x, constraints, additional_forward_args)
+            return acts, self._encode(x, encoder)
+
+        per_example = graph_bytes_per_example(graph, probe)
+        code_bytes = tensor_bytes(probe[:1])
+        # Forward graph, its gradients in the backward pass, Adam's two
+        # moments and the gradient of the codes.
+        check_memory(
+            batch_name, batch_value, batch * (2 * per_example + 4 * code_bytes), device
+        )
+        if n_samples:
+            with torch.no_grad():
+                x = param(probe[:1])
+                e = self._encode(x, encoder)
+            row = tensor_bytes(x) + code_bytes + tensor_bytes(e) + 8 * len(constraints)
+            # Kept per batch on the CPU, then concatenated once (two copies).
+            check_memory("n_samples", n_samples, 2 * n_samples * row)
 
     @staticmethod
     def _apply_transform(transform, x: Tensor, gen: torch.Generator) -> Tensor:
@@ -1248,6 +1367,18 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             preserve_model_state(modules),
             progress(n_batches, show_progress, "NeuronInverseSet") as bar,
         ):
+            self._check_batch_memory(
+                param,
+                constraints,
+                encoder,
+                additional_forward_args,
+                device,
+                "batch_size",
+                batch_size,
+                batch_size,
+                n_samples,
+                input_shape,
+            )
             for b in range(n_batches):
                 k = min(batch_size, n_samples - b * batch_size)
                 warm = initial_codes is None and pool_codes is not None
