@@ -33,15 +33,15 @@ from ._core.layer.neuron_shapley import (  # noqa: E402
     NeuronShapley,
     NeuronShapleyResult,
 )
-from ._core.neuron.neuron_activation_maximization import (  # noqa: E402
-    ActivationMaximizationResult,
-    NeuronActivationMaximization,
-)
-from ._core.neuron.neuron_inverse_set import (  # noqa: E402
+from ._core.neuron.inverse_set import (  # noqa: E402
     InverseSetResult,
     NeuronConstraint,
     NeuronInverseSet,
     PooledEncoder,
+)
+from ._core.neuron.neuron_activation_maximization import (  # noqa: E402
+    ActivationMaximizationResult,
+    NeuronActivationMaximization,
 )
 from ._core.neuron.neuron_profile import (  # noqa: E402
     NeuronProfile,

@@ -6,13 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from captum_inverseset._core.neuron.neuron_inverse_set import (
+from captum_inverseset._core.neuron.inverse_set import (
     InverseSetResult,
     NeuronConstraint,
     NeuronInverseSet,
     PooledEncoder,
-    mean_pairwise_distance,
+    RunningSpread,
 )
+from captum_inverseset._utils.distance import mean_pairwise_distance
 from captum_inverseset._utils.hooks import capture_layer, count_hooks
 
 D = 6
@@ -156,9 +157,7 @@ def test_spread_closed_form_matches_pairwise_sum():
     g = torch.Generator().manual_seed(0)
     e = torch.randn(5, 3, generator=g, dtype=torch.float64)
     earlier = torch.randn(40, 3, generator=g, dtype=torch.float64)
-    got = NeuronInverseSet._spread(
-        e, earlier.sum(0), earlier.pow(2).sum(), earlier.shape[0]
-    )
+    got = RunningSpread.raw(e, earlier.sum(0), earlier.pow(2).sum(), earlier.shape[0])
     brute = (
         torch.cdist(e, e).pow(2).sum(1) + torch.cdist(e, earlier).pow(2).sum(1)
     ) / (4 + 40)
