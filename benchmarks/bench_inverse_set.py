@@ -23,6 +23,17 @@ prior samples (computed here, so it follows the shipped weights).
    Both results are evaluated the same way: fraction inside the band and
    E-space spread.
 
+4. **Dataset baseline**: the same neuron and band, with the digits training
+   set passed as ``data``: the spread of a random and of a farthest-point pick
+   of ``n`` in-band training images (what one gets without any sampler),
+   beside ours with and without ``data``.
+5. **A real CNN** (when the PyPI package ``ccexam`` is installed: its
+   pretrained MNIST CNN, a network nobody here wrote): the class-3 logit, band
+   at the 40%..80% quantiles of that logit over the class-3 digits, through the
+   shipped generator upsampled to 28 x 28, spread measured by the shipped
+   encoder on the image pooled back to 8 x 8; data: scikit-learn's digits
+   upsampled to 28 x 28. Same baselines.
+
 Timings use one CPU thread and are medians of 3 runs (1 with ``--quick``)
 after a warm-up run. Usage::
 
@@ -40,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
 
@@ -183,6 +195,94 @@ def run_memory(n):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def dataset_baseline(sampler, unit, band, n, data, n_quick=None):
+    """Ours without and with ``data`` beside picks of in-band data."""
+    out = {}
+    for name, kw in (("ours", {}), ("ours_data", {"data": data})):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = sampler.sample(unit, band, n_samples=n, batch_size=K, seed=0, **kw)
+        out[name] = {
+            "seconds": round(time.perf_counter() - start, 3),
+            "inside_band": round(res.feasible_fraction, 4),
+            "spread_E": round(res.mean_pairwise_distance(), 4),
+            "spread_inputs": round(res.mean_pairwise_distance("inputs"), 4),
+            "starts": res.starts,
+        }
+        if res.data_baseline:
+            b = res.data_baseline
+            out["data_in_band"] = b["n_in_band"]
+            out["data_examined"] = b["n_examined"]
+            for pick in ("random", "farthest"):
+                if pick in b:
+                    out[f"data_{pick}"] = {
+                        "spread_E": round(b[pick]["encodings"], 4),
+                        "spread_inputs": round(b[pick]["inputs"], 4),
+                    }
+    far = out.get("data_farthest", {}).get("spread_E")
+    if far:
+        out["spread_ratio_ours_vs_farthest_data"] = round(
+            out["ours"]["spread_E"] / far, 3
+        )
+        out["spread_ratio_ours_data_vs_farthest_data"] = round(
+            out["ours_data"]["spread_E"] / far, 3
+        )
+    return out
+
+
+def real_cnn_setup():
+    """ccexam's pretrained MNIST CNN behind the shipped digits models, or None."""
+    try:
+        import importlib.resources as resources
+
+        from ccexam.models import MNISTNet
+    except ImportError:
+        return None
+    import torch.nn.functional as F
+    from torch import nn
+
+    from captum_inverseset.param import GeneratorParameterization
+    from captum_inverseset.zoo import load_digits_dataset
+
+    class Normalized(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net((x - 0.1307) / 0.3081)  # ccexam's MNIST statistics
+
+    class Up(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, size=28, mode="bilinear", align_corners=False)
+
+    class Pooled(nn.Module):
+        def __init__(self, enc):
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, x):
+            return self.enc(F.adaptive_avg_pool2d(x, 8))
+
+    net = MNISTNet(28)
+    path = resources.files("ccexam") / "weights" / "mnist.pth"
+    net.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
+    model = Normalized(net).eval()
+    train_x, train_y, test_x, test_y = load_digits_dataset()
+    x28 = Up()(torch.cat([train_x, test_x]))
+    y = torch.cat([train_y, test_y])
+    with torch.no_grad():
+        logits = model(x28)
+    own = logits[y == 3, 3]
+    band = tuple(torch.quantile(own, torch.tensor([0.4, 0.8])).tolist())
+    gen = GeneratorParameterization(digits_generator().eval(), (8,), postprocess=Up())
+    sampler = NeuronInverseSet(
+        model, net.classifier[2], generator=gen, encoder=Pooled(digits_encoder().eval())
+    )
+    return sampler, band, x28
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run")
@@ -210,6 +310,17 @@ def main():
     # over pairs, so the joint's 200 steps would take minutes).
     lucent_long = run_lucent(model, gen, enc, unit, band, n, 10 if args.quick else 50)
     mem_small, mem_large = run_memory(n_small), run_memory(n_large)
+    from captum_inverseset.zoo import load_digits_dataset
+
+    train_x = load_digits_dataset().train_inputs
+    digits_sampler = NeuronInverseSet(model, model.fc1, generator=gen, encoder=enc)
+    data = dataset_baseline(digits_sampler, unit, band, n, train_x)
+    real = real_cnn_setup()
+    real_cnn = None
+    if real is not None:
+        real_sampler, real_band, real_data = real
+        real_cnn = dataset_baseline(real_sampler, 3, real_band, 32, real_data)
+        real_cnn["band"] = [round(v, 4) for v in real_band]
 
     summary = {
         "benchmark": "inverse_set",
@@ -238,6 +349,8 @@ def main():
         "lucent_long": lucent_long,
         "inside_band_ours_vs_lucent": [ours["inside_band"], lucent["inside_band"]],
         "spread_E_ours_vs_lucent": [ours["spread_E"], lucent["spread_E"]],
+        "dataset_baseline": data,
+        "real_cnn": real_cnn if real_cnn is not None else "ccexam not installed",
     }
     print(json.dumps(summary))
 

@@ -34,6 +34,8 @@ from ._core.layer.neuron_shapley import (  # noqa: E402
     NeuronShapleyResult,
 )
 from ._core.neuron.inverse_set import (  # noqa: E402
+    BandUnreachableWarning,
+    InfeasibleSamplesWarning,
     InverseSetResult,
     NeuronConstraint,
     NeuronInverseSet,
@@ -58,6 +60,8 @@ __all__ = [
     "EGBASResult",
     "EGBASWarning",
     "InverseSetResult",
+    "InfeasibleSamplesWarning",
+    "BandUnreachableWarning",
     "NeuronConstraint",
     "PooledEncoder",
     "NetworkDissection",

@@ -18,7 +18,7 @@ from .transforms import (
     TransformPipeline,
     standard_transforms,
 )
-from .wrappers import AffineRange, IdentityParameterization
+from .wrappers import AffineRange, IdentityParameterization, TupleParameterization
 
 __all__ = [
     "AffineRange",
@@ -33,6 +33,7 @@ __all__ = [
     "RandomRotate",
     "RandomScale",
     "TransformPipeline",
+    "TupleParameterization",
     "as_parameterization",
     "standard_transforms",
 ]

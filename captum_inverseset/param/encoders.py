@@ -1,5 +1,6 @@
 """Encoders: model inputs -> the low-dimensional vectors spread is measured in."""
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -15,7 +16,8 @@ class PooledEncoder(nn.Module):
     flattened (``C * grid**2`` numbers), which ignores pixel noise and keeps
     the layout of the image; inputs of any other shape are flattened as they
     are, so for vectors the spread is measured in input space, as in the
-    first formulation of the method.
+    first formulation of the method. A tuple of inputs is encoded part by
+    part and the encodings concatenated.
 
     Args:
         grid (int, optional): side of the pooled map. Default: 4
@@ -26,6 +28,8 @@ class PooledEncoder(nn.Module):
         self.grid = check_positive_int("grid", grid)
 
     def forward(self, x: Tensor) -> Tensor:
+        if isinstance(x, (tuple, list)):  # several inputs: their encodings side by side
+            return torch.cat([self.forward(t) for t in x], dim=1)
         if x.dim() == 4:
             size = (min(self.grid, x.shape[2]), min(self.grid, x.shape[3]))
             x = F.adaptive_avg_pool2d(x, size)

@@ -207,6 +207,24 @@ CASES = [
         lambda m: _sample(m, layer=m.unused),
         match="not called",
     ),
+    Case(
+        "nan_data",
+        "non-finite data",
+        lambda m: _sample(m, data=_x(8).index_fill(0, torch.tensor([3]), float("inf"))),
+        match="data",
+    ),
+    Case(
+        "string_spread_steps",
+        "counts given as strings",
+        lambda m: _sample(m, spread_steps="20"),
+        match="spread_steps",
+    ),
+    Case(
+        "negative_screen",
+        "negative counts",
+        lambda m: _sample(m, screen=-5),
+        match="screen",
+    ),
     # Already refused on 35150b8: kept as regression tests.
     Case(
         "multi_value_selector",

@@ -15,12 +15,14 @@
 from ....param import PooledEncoder
 from .constraints import ConstraintSet, NeuronConstraint
 from .neuron_inverse_set import NeuronInverseSet
-from .result import InverseSetResult
+from .result import BandUnreachableWarning, InfeasibleSamplesWarning, InverseSetResult
 from .solvers import AugmentedLagrangian, ConstraintSolver, register_solver
 from .spread import RunningSpread
 
 __all__ = [
     "AugmentedLagrangian",
+    "BandUnreachableWarning",
+    "InfeasibleSamplesWarning",
     "ConstraintSet",
     "ConstraintSolver",
     "InverseSetResult",

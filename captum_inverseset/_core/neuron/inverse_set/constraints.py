@@ -158,6 +158,30 @@ class ConstraintSet:
         self.lows, self.highs, self.scales = lows, highs, scales
         self.target_lows, self.target_highs = lows + margin, highs - margin
 
+    @classmethod
+    def of(
+        cls,
+        main: tuple,
+        extra: Optional[Sequence[NeuronConstraint]],
+        forward_func: Callable,
+        additional_forward_args: Any = None,
+        device_ids: Optional[List[int]] = None,
+    ) -> "ConstraintSet":
+        """The sampled neuron's band ``main`` = ``(layer, neuron_selector,
+        activation_range, attribute_to_neuron_input)`` and the
+        ``additional_constraints`` ``extra``."""
+        if main[1] is None:
+            raise ValueError("neuron_selector must be given")
+        out = [NeuronConstraint(*main)]
+        for i, c in enumerate(extra or ()):
+            if not isinstance(c, NeuronConstraint):
+                raise ValueError(
+                    f"additional_constraints[{i}] must be a NeuronConstraint, got "
+                    f"{type(c).__name__}"
+                )
+            out.append(c)
+        return cls(out, forward_func, additional_forward_args, device_ids)
+
     def __len__(self) -> int:
         return len(self.constraints)
 

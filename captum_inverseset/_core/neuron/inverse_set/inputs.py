@@ -7,6 +7,8 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ...._utils.captum_compat import format_inputs, is_tuple
+from ...._utils.data import is_tensor_data, iter_batches
 from ...._utils.validation import check_finite_inputs, model_device
 from ....param import (
     AffineRange,
@@ -14,15 +16,18 @@ from ....param import (
     FFTImageParameterization,
     IdentityParameterization,
     PixelImageParameterization,
+    TupleParameterization,
     standard_transforms,
 )
 from .options import check_shape, is_number
 
 __all__ = [
+    "box_parameterization",
     "build_parameterization",
     "check_init_codes",
     "make_transform",
     "parse_input_range",
+    "starting_points",
     "top_fraction",
 ]
 
@@ -135,3 +140,55 @@ def build_parameterization(
     else:
         param = BoxParameterization(input_shape, low, high)
     return param.to(device), make_transform(transforms, input_shape)
+
+
+def starting_points(inputs: Any) -> Tuple[bool, Tuple[Tensor, ...], Optional[int]]:
+    """``attribute``'s inputs as ``(is_tuple, tensors, loader_batch_size)``.
+
+    ``inputs`` is a tensor, a tuple of tensors (a model with several inputs)
+    or an iterable of batches (a DataLoader of ``x`` or ``(x, ...)``), whose
+    batches are joined (the samples are returned shaped like them).
+    """
+    if is_tensor_data(inputs):
+        tuple_inputs, xs, loader_batch = is_tuple(inputs), format_inputs(inputs), None
+    else:
+        parts, loader_batch = [], None
+        for batch, _ in iter_batches(inputs, None, 1, "inputs", check_finite=False):
+            parts.append(batch)
+            loader_batch = loader_batch or int(batch[0].shape[0])
+        if not parts:
+            raise ValueError("inputs holds no examples")
+        xs = tuple(torch.cat(p) for p in zip(*parts))
+        tuple_inputs = len(xs) > 1
+    for i, x in enumerate(xs):
+        name = "inputs" if len(xs) == 1 else f"inputs[{i}]"
+        if not torch.is_tensor(x):
+            raise ValueError(f"{name} must be a tensor, got {type(x).__name__}")
+        check_finite_inputs(name, x)
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{name} must be a floating-point tensor (the samples are "
+                f"optimised continuously), got {x.dtype}"
+            )
+        if x.dim() < 1 or x.shape[0] == 0 or x.shape[0] != xs[0].shape[0]:
+            raise ValueError(
+                "inputs must have a non-empty batch dimension, the same in every tensor"
+            )
+    return tuple_inputs, tuple(x.detach() for x in xs), loader_batch
+
+
+def box_parameterization(xs: Tuple[Tensor, ...], input_range: Any):
+    """``attribute``'s parameterization of its inputs ``xs``, their codes and
+    the shape of one input (None for several): a box per input
+    (``input_range``), or the identity when it is None."""
+    bounds = None if input_range is None else parse_input_range(input_range)
+    parts = [
+        IdentityParameterization(x.shape[1:])
+        if bounds is None
+        else BoxParameterization(x.shape[1:], *bounds).to(x.device)
+        for x in xs
+    ]
+    param = parts[0] if len(xs) == 1 else TupleParameterization(parts)
+    starts = param.inverse(xs[0] if len(xs) == 1 else xs)
+    shape = tuple(xs[0].shape[1:]) if len(xs) == 1 else None
+    return param, starts, shape

@@ -14,6 +14,7 @@ constraints are enforced or how the spread is computed.
 import inspect
 import math
 import time
+import warnings
 from typing import Any, Callable, List, Optional, Sequence
 
 import torch
@@ -24,11 +25,15 @@ from ...._utils.memory import check_memory
 from ...._utils.progress import progress
 from .constraints import ConstraintSet
 from .options import SamplerOptions, project_codes
-from .result import InverseSetResult
+from .result import BandUnreachableWarning, InverseSetResult
 from .solvers import make_solver
 from .spread import RunningSpread
+from .starts import StartPool
 
 __all__ = ["InverseSetLoop", "apply_transform", "check_batch_memory", "encode"]
+
+# Safety factor of the reachability check's extrapolation.
+SLACK = 3.0
 
 
 def apply_transform(transform: Callable, x: Tensor, gen: torch.Generator) -> Tensor:
@@ -47,12 +52,13 @@ def encode(x: Tensor, encoder: Callable) -> Tensor:
         e = encoder(x)
     except Exception as err:
         if hasattr(err, "add_note"):  # Python >= 3.11
-            err.add_note(f"(raised by the encoder on inputs of shape {tuple(x.shape)})")
+            err.add_note("(raised by the encoder)")
         raise
-    if not torch.is_tensor(e) or e.dim() < 1 or e.shape[0] != x.shape[0]:
+    n = (x[0] if isinstance(x, tuple) else x).shape[0]
+    if not torch.is_tensor(e) or e.dim() < 1 or e.shape[0] != n:
         raise ValueError(
             "encoder must return one vector per input, got "
-            f"{getattr(e, 'shape', type(e))} for {x.shape[0]} inputs"
+            f"{getattr(e, 'shape', type(e))} for {n} inputs"
         )
     if not bool(torch.isfinite(e).all()):
         raise ValueError(
@@ -62,7 +68,20 @@ def encode(x: Tensor, encoder: Callable) -> Tensor:
     return e.reshape(e.shape[0], -1)
 
 
+def _cpu(x: Any) -> Any:
+    return tuple(t.cpu() for t in x) if isinstance(x, tuple) else x.cpu()
+
+
+def _cat(parts: List[Any]) -> Any:
+    """Concatenate batches of tensors, or of tuples of tensors part by part."""
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts))
+    return torch.cat(parts)
+
+
 def check_generated(x: Any, input_shape: Optional[Sequence[int]]) -> None:
+    if isinstance(x, tuple) and all(torch.is_tensor(t) for t in x):
+        return  # several inputs (attribute with a tuple): shapes are the user's
     if not torch.is_tensor(x):
         raise ValueError("generator must return a tensor")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
@@ -153,6 +172,8 @@ class InverseSetLoop:
         # keeps of them: later batches and restarts start from them.
         self.pool_codes: Optional[Tensor] = None
         self.pool_state: Any = None
+        self.probe_message: Optional[str] = None
+        self.bar: Any = None
 
     # ------------------------------------------------------------ the run
 
@@ -162,27 +183,50 @@ class InverseSetLoop:
         batch_size: int,
         initial_codes: Optional[Tensor] = None,
         input_shape: Optional[Sequence[int]] = None,
+        pool: Optional[StartPool] = None,
     ) -> InverseSetResult:
+        """``n_samples`` samples, ``batch_size`` at a time. Batches start from
+        ``initial_codes`` (sliced), else from ``pool`` while it lasts, else
+        from the previous batch's feasible codes (random codes before any)."""
         o = self.options
         batch_size = min(batch_size, n_samples)
         start_time = time.perf_counter()
         parts: List[dict] = []
         n_batches = math.ceil(n_samples / batch_size)
-        with progress(n_batches, self.show_progress, "NeuronInverseSet") as bar:
+        sources: List[str] = []
+        with progress(
+            n_batches * o.max_steps, self.show_progress, "NeuronInverseSet steps"
+        ) as bar:
+            self.bar = bar
             for b in range(n_batches):
                 k = min(batch_size, n_samples - b * batch_size)
-                given = None
+                given, source = (
+                    None,
+                    "warm" if self.pool_codes is not None else "random",
+                )
                 if initial_codes is not None:
                     given = initial_codes[b * batch_size : b * batch_size + k]
+                    source = "given"
+                elif pool is not None:
+                    given = pool.take(k)
+                    source = pool.source if given is not None else source
+                sources.append(source)
                 codes, state = self._start(k, given)
                 if b == 0:
                     self._calibrate(codes, input_shape)
-                codes, steps, state = self._optimise(codes, state)
+                # The reachability check watches a first batch that started
+                # from the sampler's own draws; given starts (attribute's
+                # inputs) may sit where gradients vanish for a while.
+                probe = b == 0 and source != "given"
+                codes, steps, state = self._optimise(codes, state, probe=probe)
                 parts.append(self._finish(codes, steps, state))
-                bar.update(1)
+                done = sum(int(p["feasible"].sum()) for p in parts)
+                bar.set_postfix(
+                    batch=f"{b + 1}/{n_batches}", in_band=f"{done}/{n_samples}"
+                )
         acts = torch.cat([p["acts"] for p in parts])
         return InverseSetResult(
-            inputs=torch.cat([p["inputs"] for p in parts]),
+            inputs=_cat([p["inputs"] for p in parts]),
             codes=torch.cat([p["codes"] for p in parts]),
             activations=acts[:, 0].clone(),
             constraint_activations=acts,
@@ -193,6 +237,8 @@ class InverseSetLoop:
             constraint_method=o.constraint_method,
             batch_size=batch_size,
             elapsed_s=time.perf_counter() - start_time,
+            starts=sorted(set(sources), key=sources.index),
+            notes=[self.probe_message] if self.probe_message else [],
         )
 
     # ------------------------------------------------------- one batch
@@ -219,12 +265,16 @@ class InverseSetLoop:
         check_generated(x, input_shape)
         self.spread.calibrate(encode(x, self.encoder))
 
-    def _optimise(self, codes: Tensor, state: Any):
+    def _optimise(self, codes: Tensor, state: Any, probe: bool = False):
         o, cs = self.options, self.constraints
         opt = torch.optim.Adam([codes], lr=o.lr)
         last_ok = codes.detach().clone()
+        # Samples that never reach the band are returned at their least
+        # violating iterate, so the work done on them is never thrown away.
+        best = codes.detach().clone()
+        best_dist = torch.full((codes.shape[0],), math.inf, device=self.device)
         ever = torch.zeros(codes.shape[0], dtype=torch.bool, device=self.device)
-        step = 0
+        step, feasible_at, marks = 0, None, []
         for step in range(o.max_steps + 1):
             x = self.param(codes)
             if self.transform is not None:
@@ -238,7 +288,21 @@ class InverseSetLoop:
             inside = cs.inside(clean, target=True)
             last_ok[inside] = codes.detach()[inside]
             ever |= inside
-            if (step >= o.min_steps and bool(inside.all())) or step == o.max_steps:
+            dist = cs.distance(clean)
+            if probe and step in (0, o.probe_steps // 2):
+                marks.append(float(torch.minimum(best_dist, dist).min()))
+            elif probe and step == o.probe_steps and not bool(ever.any()):
+                self._check_reachable(*marks, float(best_dist.min()), step)
+            closer = dist < best_dist
+            best[closer], best_dist[closer] = codes.detach()[closer], dist[closer]
+            if feasible_at is None and step >= o.min_steps and bool(inside.all()):
+                # Every sample is in the band: spend spread_steps more on the
+                # spread, the constraint kept (the last feasible iterate of each
+                # sample is what is returned).
+                feasible_at = step
+            if step == o.max_steps or (
+                feasible_at is not None and step >= feasible_at + o.spread_steps
+            ):
                 break
             g = cs.violations(acts)
             spread = self.spread(encode(x, self.encoder))
@@ -250,26 +314,59 @@ class InverseSetLoop:
             state = self.solver.update(state, g.detach(), step)
             if o.restart_every and (step + 1) % o.restart_every == 0:
                 state = self._restart(codes, opt, state, ~ever, last_ok[ever])
-        final = torch.where(
-            ever.reshape(-1, *([1] * (codes.dim() - 1))), last_ok, codes.detach()
-        )
+            if self.bar is not None:
+                self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(o.max_steps - step)  # the unused budget of the batch
+        final = torch.where(ever.reshape(-1, *([1] * (codes.dim() - 1))), last_ok, best)
         return final, step, state
+
+    def _check_reachable(
+        self, d_start: float, d_half: float, d_now: float, steps: int
+    ) -> None:
+        """Warn at once when the first batch, ``steps`` steps in, has no sample
+        in the band and its progress would not get one there by ``max_steps``:
+        while more than one band width away, the decrease of the distance over
+        the second half of the steps so far, extrapolated (geometrically when
+        it slowed down from the first half, linearly otherwise) and times
+        ``SLACK``, falls short of the distance left."""
+        o = self.options
+        first, second = d_start - d_half, d_half - d_now
+        windows = (o.max_steps - steps) / max(steps - steps // 2, 1)
+        if d_now <= 1.0:  # within a band width: the growing penalty gets there
+            return
+        if 0 <= second < first:  # slowing down: a geometric series of windows
+            q = second / first
+            future = second * min(q / (1 - q), windows)
+        else:
+            future = max(second, 0.0) * windows
+        # The penalty keeps growing, so progress may speed up again: a safety
+        # factor on the extrapolation.
+        if d_now <= SLACK * future:
+            return
+        self.probe_message = (
+            f"the band(s) may be unreachable: after {steps} steps no sample of the "
+            f"first batch is inside, and the distance to the band(s) (in band "
+            f"widths) went from {d_start:.3g} to {d_half:.3g} to {d_now:.3g}; "
+            f"at that pace {o.max_steps} steps would not reach them (sampling "
+            "goes on)"
+        )
+        warnings.warn(self.probe_message, BandUnreachableWarning, stacklevel=2)
 
     def _restart(self, codes, opt, state, stuck: Tensor, batch_ok: Tensor):
         """Move the ``stuck`` codes to new starting points (in place)."""
-        if not bool(stuck.any()):
-            return state
-        k = codes.shape[0]
-        noise = self.param.random_codes(k, generator=self.gen, device=codes.device)
         sources = [
             t for t in (batch_ok, self.pool_codes) if t is not None and t.shape[0] > 0
         ]
-        if sources:
-            cands = torch.cat(sources)
-            pick = torch.randint(cands.shape[0], (k,), generator=self.gen)
-            new = cands[pick.to(codes.device)] + self.options.init_noise * noise
-        else:
-            new = noise
+        # Without a feasible sample to restart from, the samples keep climbing:
+        # a restart from fresh random codes would throw their progress away.
+        if not bool(stuck.any()) or not sources:
+            return state
+        k = codes.shape[0]
+        noise = self.param.random_codes(k, generator=self.gen, device=codes.device)
+        cands = torch.cat(sources)
+        pick = torch.randint(cands.shape[0], (k,), generator=self.gen)
+        new = cands[pick.to(codes.device)] + self.options.init_noise * noise
         mask = stuck.reshape(-1, *([1] * (codes.dim() - 1)))
         with torch.no_grad():
             codes.copy_(torch.where(mask, new, codes))
@@ -291,7 +388,8 @@ class InverseSetLoop:
             self.pool_codes, self.pool_state = codes[ok], self.solver.keep(state, ok)
         self.solver.finish(state)
         return {
-            "inputs": x.cpu(),
+            "feasible": ok.cpu(),
+            "inputs": _cpu(x),
             "codes": codes.cpu(),
             "acts": acts.cpu(),
             "encodings": e.float().cpu(),

@@ -12,43 +12,31 @@ result in ``result``, the settings in ``options``.
 
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
-import torch
 from captum.attr import GradientAttribution, NeuronAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
 from ...._utils.captum_compat import (
     NeuronSelector,
-    format_inputs,
     format_output,
-    is_tuple,
 )
 from ...._utils.deprecation import renamed_kwargs, warn_deprecated
-from ...._utils.hooks import preserve_model_state
 from ...._utils.validation import (
-    check_finite_inputs,
     check_module,
-    check_number,
-    check_positive_float,
     check_positive_int,
-    make_generator,
-    model_device,
 )
 from ....param import (
-    BoxParameterization,
-    IdentityParameterization,
-    PooledEncoder,
     as_parameterization,
 )
 from .constraints import ActivationRange, ConstraintSet, NeuronConstraint
 from .inputs import (
+    box_parameterization,
     build_parameterization,
     check_init_codes,
     make_transform,
-    parse_input_range,
+    starting_points,
     top_fraction,
 )
-from .loop import InverseSetLoop, check_batch_memory
 from .options import (
     DEFAULTS,
     TOP_RANGE_STARTS,
@@ -56,10 +44,10 @@ from .options import (
     SamplerOptions,
     check_bool,
     check_shape,
-    resolve_code_bound,
 )
-from .probe import maximise_activation
+from .probe import top_range_band
 from .result import InverseSetResult
+from .run import run_sampler
 
 __all__ = ["NeuronInverseSet"]
 
@@ -79,38 +67,20 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         \|E(G(c_i)) - E(G(c_j))\|^2
         \quad \text{s.t.} \quad z_1 \le f(G(c_i)) \le z_2 .
 
-    Samples are made ``K = batch_size`` at a time. The first ``K`` (the seeds)
-    start from random codes and are optimised jointly until all are inside the
-    band; each later batch starts from the previous batch's feasible samples
-    plus noise, is pushed away from its own members and from every earlier
-    sample, and stops once all its members are inside the band. The push from
-    earlier samples uses running sums of their encodings,
-
-    .. math::
-        \sum_{y} \|e_i - e_y\|^2 = M \|e_i\|^2 - 2\, e_i^\top \textstyle\sum_y e_y
-        + \sum_y \|e_y\|^2 ,
-
-    which is exact for squared distances, so a step costs the same however many
-    samples exist: time is linear in ``n_samples`` and memory holds only the
-    samples themselves.
-
-    Constraints are handled by an augmented Lagrangian (Powell-Hestenes-
-    Rockafellar form for inequalities). With :math:`g \le 0` the scaled
-    violation of either end of the band, multiplier :math:`\lambda \ge 0` and
-    penalty :math:`\mu`, each sample minimises
-
-    .. math::
-        -w\, \text{spread}_i + \sum_g \frac{1}{2\mu}
-        \left(\max(0, \lambda + \mu g)^2 - \lambda^2\right),
-
-    and every ``multiplier_every`` steps
-    :math:`\lambda \leftarrow \max(0, \lambda + \mu g)` and
-    :math:`\mu \leftarrow \min(\rho \mu, \mu_{\max})`. Unlike a hinge penalty,
-    the pull into the band grows as long as a sample stays outside, from
-    either side, until it overcomes the spread term. Samples stuck at a local
-    maximum below the band restart every ``restart_every`` steps from a
-    feasible sample plus noise. Samples that are still outside after
-    ``max_steps`` are returned flagged ``feasible=False``.
+    Samples are made ``K = batch_size`` at a time, each batch pushed away from
+    its own members and from every earlier sample (through running sums of
+    their encodings, exact for squared distances, so time is linear in
+    ``n_samples``: :class:`~.spread.RunningSpread`). Batches start from
+    in-band ``data`` examples, from prior draws screened for the band (with a
+    generator), or from the previous batch's feasible samples plus noise. A
+    constraint solver (``constraint_method``; the augmented Lagrangian of
+    :class:`~.solvers.AugmentedLagrangian` by default) pulls each sample into
+    the band from either side with a force that grows while it stays outside;
+    once every sample of the batch is in, ``spread_steps`` more steps spend the
+    effort on spread with the band kept. Samples stuck at a local maximum
+    below the band restart every ``restart_every`` steps from a feasible sample
+    plus noise. Samples still outside after ``max_steps`` are returned flagged
+    ``feasible=False``, with an :class:`InfeasibleSamplesWarning`.
 
     Args:
         forward_func (Callable or torch.nn.Module): the model.
@@ -130,8 +100,8 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         latent_shape (sequence of int, optional): shape of one code of
             ``generator`` when it has no ``code_shape`` or ``latent_dim``
             attribute. Default: None
-        device_ids (list of int, optional): as in Captum (unused; the model's
-            own device is used). Default: None
+        device_ids (list of int, optional): as in Captum, passed on to the
+            layer evaluation (DataParallel models). Default: None
 
     Examples::
 
@@ -207,6 +177,10 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         restart_every: Optional[int] = DEFAULTS.restart_every,
         init_codes: Optional[Tensor] = None,
         constraint_method: str = DEFAULTS.constraint_method,
+        data: Any = None,
+        spread_steps: int = DEFAULTS.spread_steps,
+        probe_steps: int = DEFAULTS.probe_steps,
+        screen: Any = DEFAULTS.screen,
     ) -> InverseSetResult:
         r"""Draw ``n_samples`` samples of the neuron's inverse set.
 
@@ -264,20 +238,19 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             lr (float, optional): Adam's step size on the codes. Default: 0.1
             diversity_weight (float, optional): weight :math:`w` of the
                 spread term (the spread is divided by the mean squared
-                distance of the first random batch, or a tenth of its mean
-                squared norm if larger, so 1 is a balanced start).
-                Default: 1.0
+                distance of the first batch, or a tenth of its mean squared
+                norm if larger). Default: 2.0
             init_noise (float, optional): a later batch starts from the
                 previous batch plus ``init_noise`` times a draw of random
                 codes. Default: 0.25
             repel_from (str, optional): ``"all"`` earlier samples or only the
                 ``"seeds"`` (the first batch, as in the paper). Default: "all"
-            initial_penalty (float, optional): :math:`\mu` at the start of each
-                batch. Default: 10.0
-            penalty_growth (float, optional): :math:`\rho`. Default: 2.0
-            max_penalty (float, optional): :math:`\mu_{\max}`. Default: 1e5
-            multiplier_every (int, optional): steps between multiplier
-                updates. Default: 5
+            initial_penalty, penalty_growth, max_penalty, multiplier_every:
+                the augmented Lagrangian's :math:`\mu` at the start of a batch,
+                its growth :math:`\rho`, its cap :math:`\mu_{\max}` and the
+                steps between multiplier updates
+                (:class:`~.solvers.AugmentedLagrangian`). Defaults: 10.0, 2.0,
+                1e5, 5
             code_bound (float, str or None, optional): after each step,
                 project every code onto the ball of this Euclidean radius, so
                 that the spread term cannot push a generator's latents far
@@ -298,10 +271,42 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             init_codes (Tensor, optional): ``(n_samples, *code_shape)``
                 starting codes (generator latents, or codes of the input
                 parameterization) instead of random ones. Default: None
+            data (Tensor, tuple or DataLoader, optional): examples of the
+                model's inputs (a DataLoader of ``x`` or ``(x, label)``
+                batches is streamed). Their in-band examples are the first
+                starting points, in farthest-point order in the encodings
+                (through the parameterization's ``inverse``, or a short
+                inversion of the generator), and the result's
+                ``data_baseline`` says what picking them would give (spreads
+                of a random and of a farthest-point pick; a note when the
+                data alone already covers the band). Default: None
+            spread_steps (int, optional): once every sample of a batch is in
+                the band, this many more steps maximise the spread with the
+                constraint kept; each sample's last in-band iterate is
+                returned. 0 stops at first feasibility (the paper's
+                approximation). Default: 20
+            probe_steps (int, optional): the reachability check: when no
+                sample of the first batch is in the band after this many steps
+                and the progress over the last half of them, extrapolated
+                linearly to ``max_steps``, would not bring one there (or has
+                stalled below 1% of the distance left), a
+                :class:`~captum_inverseset.BandUnreachableWarning` is issued at
+                once (seconds into the run, not at its end); 0 turns it off.
+                Default: 20
+            screen (int or str, optional): with a generator, this many prior
+                draws are evaluated in large no-grad batches before the
+                optimisation, and the batches start from those inside the
+                band (spread apart) and then from those nearest it; this is
+                what makes rare bands cheap. ``"auto"``: ``16 * n_samples``
+                clipped to [1024, 8192] with a generator, 0 without (random
+                input-space codes are all alike). Default: "auto"
 
         Returns:
             :class:`InverseSetResult`: samples, codes, activations,
-            feasibility flags and encodings.
+            feasibility flags, encodings, where the batches started and the
+            dataset baseline. When any sample is outside its band(s) an
+            :class:`~captum_inverseset.InfeasibleSamplesWarning` is issued
+            (the sample is kept, flagged ``feasible=False``).
         """
 
         given = locals()
@@ -352,6 +357,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             seed,
             show_progress,
             options,
+            data=data,
         )
 
     @renamed_kwargs(**_OLD_INPUT_FLAG)
@@ -450,8 +456,11 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         (``input_range``); the generator, if any, is not used here.
 
         Args:
-            inputs (Tensor or tuple of one Tensor): ``(N, ...)`` starting
-                points.
+            inputs (Tensor, tuple of Tensor or DataLoader): ``(N, ...)``
+                starting points; a tuple for a model with several inputs
+                (each optimised in its own box), or a DataLoader of ``x`` or
+                ``(x, label)`` batches (joined; ``batch_size`` defaults to the
+                loader's).
             neuron_selector (int, tuple, slice or Callable): the neuron, as in
                 :meth:`sample`.
             activation_range (tuple, optional): ``(z1, z2)``.
@@ -474,7 +483,12 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
 
         Returns:
             Tensor or tuple of Tensor: samples shaped like ``inputs`` (a tuple
-            for tuple inputs), as Captum's attribution methods return.
+            for tuple inputs), as Captum's attribution methods return. A
+            sample that never reached the band is returned at its closest
+            iterate, and an :class:`~captum_inverseset.InfeasibleSamplesWarning`
+            says how many there are: check with
+            :class:`~captum_inverseset._core.neuron.inverse_set.ConstraintSet`
+            or use :meth:`sample`, whose result flags each one.
 
         Examples::
 
@@ -482,24 +496,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             >>> x = torch.rand(4, 1, 8, 8)
             >>> samples = sampler.attribute(x, (5, 3, 3), activation_range=(1, 2))
         """
-        tuple_inputs = is_tuple(inputs)
-        formatted = format_inputs(inputs)
-        if len(formatted) != 1:
-            raise ValueError(
-                f"inputs must be one tensor (or a tuple of one), got {len(formatted)}"
-            )
-        x0 = formatted[0]
-        if not torch.is_tensor(x0):
-            raise ValueError(f"inputs must be a tensor, got {type(x0).__name__}")
-        check_finite_inputs("inputs", x0)
-        if not x0.is_floating_point():
-            raise ValueError(
-                f"inputs must be a floating-point tensor (the samples are "
-                f"optimised continuously), got {x0.dtype}"
-            )
-        x0 = x0.detach()
-        if x0.dim() < 1 or x0.shape[0] == 0:
-            raise ValueError("inputs must have a non-empty batch dimension")
+        tuple_inputs, xs, loader_batch = starting_points(inputs)
         if return_result is not None:
             check_bool("return_result", return_result)
             warn_deprecated(
@@ -508,10 +505,10 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                 "sample() for an InverseSetResult",
                 stacklevel=5,  # the caller, past log_usage and renamed_kwargs
             )
-        n = int(x0.shape[0])
-        batch_size = (
-            n if batch_size is None else check_positive_int("batch_size", batch_size)
-        )
+        n = int(xs[0].shape[0])
+        if batch_size is None:
+            batch_size = loader_batch or n
+        batch_size = check_positive_int("batch_size", batch_size)
         check_bool("attribute_to_neuron_input", attribute_to_neuron_input)
         for bad in ("input_shape", "image_parameterization", "n_samples"):
             if bad in kwargs:
@@ -523,13 +520,8 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             kwargs.pop("additional_constraints", None),
             additional_forward_args,
         )
-        shape = tuple(x0.shape[1:])
-        if input_range is None:
-            param: nn.Module = IdentityParameterization(shape)
-        else:
-            low, high = parse_input_range(input_range)
-            param = BoxParameterization(shape, low, high).to(x0.device)
-        transform = make_transform(kwargs.pop("transforms", None), shape)
+        param, starts, shape = box_parameterization(xs, input_range)
+        transform = make_transform(kwargs.pop("transforms", None), shape or ())
         show_progress = check_bool("show_progress", kwargs.pop("show_progress", False))
         result = self._run(
             param,
@@ -538,41 +530,27 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             n,
             batch_size,
             shape,
-            param.inverse(x0),
+            starts,
             seed,
             show_progress,
             SamplerOptions.from_kwargs("attribute", kwargs),
+            stacklevel=6,  # past run_sampler, _run, renamed_kwargs and log_usage
         )
         if return_result:
             return result
-        return format_output(tuple_inputs, (result.inputs.to(x0.device),))
+        out = result.inputs if isinstance(result.inputs, tuple) else (result.inputs,)
+        return format_output(
+            tuple_inputs, tuple(o.to(x.device) for o, x in zip(out, xs))
+        )
 
     # ------------------------------------------------------------ internals
 
     def _constraints(
-        self,
-        neuron_selector,
-        activation_range,
-        attribute_to_neuron_input,
-        extra,
-        additional_forward_args,
+        self, selector, activation_range, to_input, extra, additional_forward_args
     ) -> ConstraintSet:
-        if neuron_selector is None:
-            raise ValueError("neuron_selector must be given")
-        out = [
-            NeuronConstraint(
-                self.layer, neuron_selector, activation_range, attribute_to_neuron_input
-            )
-        ]
-        for i, c in enumerate(extra or ()):
-            if not isinstance(c, NeuronConstraint):
-                raise ValueError(
-                    f"additional_constraints[{i}] must be a NeuronConstraint, got "
-                    f"{type(c).__name__}"
-                )
-            out.append(c)
-        return ConstraintSet(
-            out, self.forward_func, additional_forward_args, self.device_ids
+        main = (self.layer, selector, activation_range, to_input)
+        return ConstraintSet.of(
+            main, extra, self.forward_func, additional_forward_args, self.device_ids
         )
 
     def _modules(self) -> List[nn.Module]:
@@ -582,48 +560,15 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             if isinstance(m, nn.Module)
         ]
 
-    def _run(
-        self,
-        param: nn.Module,
-        transform: Optional[Callable],
-        constraints: ConstraintSet,
-        n_samples: int,
-        batch_size: int,
-        input_shape: Optional[Sequence[int]],
-        initial_codes: Optional[Tensor],
-        seed: Optional[int],
-        show_progress: bool,
-        options: SamplerOptions,
-    ) -> InverseSetResult:
-        o = options.checked()
-        code_bound = resolve_code_bound(param, o.code_bound)
-        gen = make_generator(seed)
-        device = model_device(self.forward_func, default=model_device(param))
-        encoder = self.encoder if self.encoder is not None else PooledEncoder()
-        with preserve_model_state(self._modules()):
-            check_batch_memory(
-                param,
-                constraints,
-                encoder,
-                device,
-                "batch_size",
-                batch_size,
-                min(batch_size, n_samples),
-                n_samples,
-                input_shape,
-            )
-            loop = InverseSetLoop(
-                constraints,
-                param,
-                transform,
-                encoder,
-                o,
-                code_bound,
-                gen,
-                device,
-                show_progress,
-            )
-            return loop.run(n_samples, batch_size, initial_codes, input_shape)
+    def _run(self, *args: Any, **kwargs: Any) -> InverseSetResult:
+        return run_sampler(
+            self.forward_func,
+            self._modules(),
+            self.encoder,
+            self._parameterization is not None,
+            *args,
+            **kwargs,
+        )
 
     def _top_range(
         self,
@@ -633,42 +578,25 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         fraction,
         attribute_to_neuron_input,
         additional_forward_args,
-        seed,
-        lr,
-        code_bound,
-        n_starts: int = TOP_RANGE_STARTS,
-        n_steps: int = TOP_RANGE_STEPS,
-        show_progress: bool = False,
+        **kwargs,
     ) -> Tuple[float, None]:
-        fraction = check_number(
-            "fraction", fraction, minimum=0, maximum=1, strict_minimum=True
-        )
-        n_starts = check_positive_int("n_starts", n_starts)
-        n_steps = check_positive_int("n_steps", n_steps)
-        lr = check_positive_float("lr", lr)
-        show_progress = check_bool("show_progress", show_progress)
-        constraints = self._constraints(
-            neuron_selector,
-            (None, None),
-            attribute_to_neuron_input,
-            None,
-            additional_forward_args,
-        )
-        bound = resolve_code_bound(param, code_bound)
-        gen = make_generator(seed)
-        device = model_device(self.forward_func, default=model_device(param))
-        modules = [m for m in self._modules() if m is not self.encoder]
-        with preserve_model_state(modules):
-            a0, best = maximise_activation(
-                constraints,
-                param,
-                transform,
-                n_starts,
-                n_steps,
-                lr,
-                bound,
-                gen,
-                device,
-                show_progress,
+        def make_constraints(selector):
+            return self._constraints(
+                selector,
+                (None, None),
+                attribute_to_neuron_input,
+                None,
+                additional_forward_args,
             )
-        return (a0 + fraction * (best - a0), None)
+
+        modules = [m for m in self._modules() if m is not self.encoder]
+        return top_range_band(
+            self.forward_func,
+            modules,
+            make_constraints,
+            param,
+            transform,
+            neuron_selector,
+            fraction,
+            **kwargs,
+        )

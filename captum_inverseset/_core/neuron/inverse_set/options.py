@@ -40,7 +40,7 @@ class SamplerOptions:
     max_steps: int = 300
     min_steps: int = 1
     lr: float = 0.1
-    diversity_weight: float = 1.0
+    diversity_weight: float = 2.0
     init_noise: float = 0.25
     repel_from: str = "all"
     constraint_method: str = "augmented_lagrangian"
@@ -50,6 +50,9 @@ class SamplerOptions:
     multiplier_every: int = 5
     code_bound: Any = "auto"
     restart_every: Optional[int] = 50
+    spread_steps: int = 20
+    probe_steps: int = 20
+    screen: Any = "auto"
 
     @classmethod
     def names(cls) -> Tuple[str, ...]:
@@ -92,6 +95,18 @@ class SamplerOptions:
             raise ValueError(
                 f"constraint_method must be one of {solver_names()}, got "
                 f"{self.constraint_method!r}"
+            )
+        for name in ("spread_steps", "probe_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        screen = self.screen
+        if not (screen == "auto" if isinstance(screen, str) else True) or (
+            not isinstance(screen, str)
+            and (isinstance(screen, bool) or not isinstance(screen, int) or screen < 0)
+        ):
+            raise ValueError(
+                f"screen must be 'auto' or a non-negative integer, got {screen!r}"
             )
         penalty_growth = check_positive_float("penalty_growth", self.penalty_growth)
         if penalty_growth < 1:

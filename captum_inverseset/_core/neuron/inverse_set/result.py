@@ -8,7 +8,17 @@ from ...._utils.distance import mean_pairwise_distance
 from ...._utils.results import InterpretationResult, result_dataclass
 from ...._utils.validation import check_positive_int
 
-__all__ = ["InverseSetResult"]
+__all__ = ["BandUnreachableWarning", "InfeasibleSamplesWarning", "InverseSetResult"]
+
+
+class InfeasibleSamplesWarning(UserWarning):
+    """Some samples are outside their band(s): they are returned (flagged
+    ``feasible=False`` in :class:`InverseSetResult`), not dropped."""
+
+
+class BandUnreachableWarning(InfeasibleSamplesWarning):
+    """The early reachability probe did not get close to the band(s): the
+    sampling goes on, but the band may be out of the neuron's reach."""
 
 
 @result_dataclass
@@ -36,6 +46,19 @@ class InverseSetResult(InterpretationResult):
         constraint_method (str): ``"augmented_lagrangian"``.
         batch_size (int): samples optimised together (``K``).
         elapsed_s (float): wall-clock seconds of the sampling.
+        starts (list of str): where the batches started, in order of first
+            use: ``"data"`` (in-band examples of ``data``), ``"screen"``
+            (prior draws nearest the band), ``"given"`` (``init_codes`` or
+            ``attribute``'s inputs), ``"warm"`` (the previous batch's feasible
+            samples plus noise), ``"random"``.
+        data_baseline (dict): with ``data``, what simply picking dataset
+            examples gives: ``n_examined``, ``n_in_band``, ``covers_band``
+            (at least ``n_samples`` examples are in the band), and the mean
+            pairwise distances (``"encodings"``, ``"inputs"``) of a
+            ``"random"`` and a ``"farthest"``-point pick of ``n_samples``
+            in-band examples.
+        notes (list of str): what the user should know (an unreachable band,
+            data that already covers the band).
     """
 
     inputs: Optional[Tensor] = None
@@ -49,6 +72,9 @@ class InverseSetResult(InterpretationResult):
     constraint_method: Any = None
     batch_size: Any = None
     elapsed_s: Any = None
+    starts: Any = None
+    data_baseline: Any = None
+    notes: Any = None
 
     @property
     def activation_range(self) -> Tuple[float, float]:
@@ -58,12 +84,27 @@ class InverseSetResult(InterpretationResult):
 
     @property
     def n_samples(self) -> int:
-        return int(self.inputs.shape[0])
+        return int(self.codes.shape[0])
 
     @property
     def feasible_fraction(self) -> float:
         """Fraction of samples inside every band."""
         return float(self.feasible.float().mean())
+
+    def summary(self) -> dict:
+        """The quality figures: fraction in band, spread of the samples in
+        the encodings and in input space, and the dataset baseline if any."""
+        out = {
+            "n_samples": self.n_samples,
+            "fraction_in_band": self.feasible_fraction,
+            "spread_encodings": self.mean_pairwise_distance("encodings"),
+            "spread_inputs": self.mean_pairwise_distance("inputs"),
+        }
+        if self.data_baseline:
+            out["data_baseline"] = self.data_baseline
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
     def mean_pairwise_distance(
         self, space: str = "encodings", feasible_only: bool = False
