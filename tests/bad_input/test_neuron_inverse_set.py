@@ -350,5 +350,7 @@ def test_memory_guard_refuses_up_front(case, argument):
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
     assert outcome["error"] == "ValueError", outcome
     assert argument in outcome["message"] and "memory" in outcome["message"]
-    assert outcome["seconds"] < 30, outcome
+    # Seconds, not the hours (and GBs) of building the batch; a loaded
+    # machine is slow to start a process.
+    assert outcome["seconds"] < 60, outcome
     assert outcome["peak_mb"] < 2048, outcome

@@ -115,7 +115,7 @@ def test_shipped_models_beat_the_farthest_data_pick(digits):
 def test_spread_phase_spends_steps_on_spread_with_the_band_kept():
     model = Logistic()
     sampler = NeuronInverseSet(model, model.sigmoid)
-    kw = dict(n_samples=12, batch_size=6, input_shape=(D,), seed=0)
+    kw = dict(n_samples=12, batch_size=6, input_shape=(D,), seed=0, diversity_weight=1)
     early = sampler.sample(0, (0.4, 0.6), spread_steps=0, **kw)
     spread = sampler.sample(0, (0.4, 0.6), spread_steps=40, **kw)
     assert bool(early.feasible.all()) and bool(spread.feasible.all())
@@ -223,6 +223,8 @@ def test_box_on_resnet18_climbs_like_activation_maximisation():
         input_shape=shape,
         image_parameterization="box",
         max_steps=50,
+        lr=0.1,
+        diversity_weight=2.0,
     )
     # Out of reach, but the samples climbed as far as activation maximisation.
     assert float(res.activations.min()) > a0 + 0.8 * (top - a0)

@@ -34,6 +34,9 @@ __all__ = ["InverseSetLoop", "apply_transform", "check_batch_memory", "encode"]
 
 # Safety factor of the reachability check's extrapolation.
 SLACK = 3.0
+# Starts that come spread apart (farthest-point picks of data or of screened
+# prior draws).
+POOL_SOURCES = ("data", "screen", "data+screen")
 
 
 def apply_transform(transform: Callable, x: Tensor, gen: torch.Generator) -> Tensor:
@@ -218,7 +221,11 @@ class InverseSetLoop:
                 # from the sampler's own draws; given starts (attribute's
                 # inputs) may sit where gradients vanish for a while.
                 probe = b == 0 and source != "given"
-                codes, steps, state = self._optimise(codes, state, probe=probe)
+                # Reaching first only pays for starts already spread apart.
+                reach_first = o.reach_first and source in POOL_SOURCES
+                codes, steps, state = self._optimise(
+                    codes, state, probe=probe, reach_first=reach_first
+                )
                 parts.append(self._finish(codes, steps, state))
                 done = sum(int(p["feasible"].sum()) for p in parts)
                 bar.set_postfix(
@@ -265,7 +272,9 @@ class InverseSetLoop:
         check_generated(x, input_shape)
         self.spread.calibrate(encode(x, self.encoder))
 
-    def _optimise(self, codes: Tensor, state: Any, probe: bool = False):
+    def _optimise(
+        self, codes: Tensor, state: Any, probe: bool = False, reach_first=False
+    ):
         o, cs = self.options, self.constraints
         opt = torch.optim.Adam([codes], lr=o.lr)
         last_ok = codes.detach().clone()
@@ -274,7 +283,7 @@ class InverseSetLoop:
         best = codes.detach().clone()
         best_dist = torch.full((codes.shape[0],), math.inf, device=self.device)
         ever = torch.zeros(codes.shape[0], dtype=torch.bool, device=self.device)
-        step, feasible_at, marks = 0, None, []
+        step, feasible_at, marks, all_in = 0, None, [], False
         for step in range(o.max_steps + 1):
             x = self.param(codes)
             if self.transform is not None:
@@ -295,6 +304,7 @@ class InverseSetLoop:
                 self._check_reachable(*marks, float(best_dist.min()), step)
             closer = dist < best_dist
             best[closer], best_dist[closer] = codes.detach()[closer], dist[closer]
+            all_in = all_in or bool(inside.all())
             if feasible_at is None and step >= o.min_steps and bool(inside.all()):
                 # Every sample is in the band: spend spread_steps more on the
                 # spread, the constraint kept (the last feasible iterate of each
@@ -306,7 +316,10 @@ class InverseSetLoop:
                 break
             g = cs.violations(acts)
             spread = self.spread(encode(x, self.encoder))
-            loss = (-o.diversity_weight * spread + self.solver.penalty(state, g)).sum()
+            # With reach_first the spread term waits until every sample of the
+            # batch is in the band (the starts are already spread apart).
+            w = 0.0 if reach_first and not all_in else o.diversity_weight
+            loss = (-w * spread + self.solver.penalty(state, g)).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -165,8 +165,8 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         transforms: Any = "auto",
         max_steps: int = DEFAULTS.max_steps,
         min_steps: int = DEFAULTS.min_steps,
-        lr: float = DEFAULTS.lr,
-        diversity_weight: float = DEFAULTS.diversity_weight,
+        lr: Union[float, str] = DEFAULTS.lr,
+        diversity_weight: Union[float, str] = DEFAULTS.diversity_weight,
         init_noise: float = DEFAULTS.init_noise,
         repel_from: str = DEFAULTS.repel_from,
         initial_penalty: float = DEFAULTS.initial_penalty,
@@ -178,7 +178,8 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         init_codes: Optional[Tensor] = None,
         constraint_method: str = DEFAULTS.constraint_method,
         data: Any = None,
-        spread_steps: int = DEFAULTS.spread_steps,
+        spread_steps: Union[int, str] = DEFAULTS.spread_steps,
+        reach_first: Union[bool, str] = DEFAULTS.reach_first,
         probe_steps: int = DEFAULTS.probe_steps,
         screen: Any = DEFAULTS.screen,
     ) -> InverseSetResult:
@@ -235,11 +236,15 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
             min_steps (int, optional): steps every batch takes before the
                 stopping rule (stop once all members are in the band) may end
                 it. Default: 1
-            lr (float, optional): Adam's step size on the codes. Default: 0.1
-            diversity_weight (float, optional): weight :math:`w` of the
-                spread term (the spread is divided by the mean squared
+            lr (float or str, optional): Adam's step size on the codes.
+                ``"auto"``: 0.1 through a generator (and in :meth:`attribute`),
+                0.2 in input space. Default: "auto"
+            diversity_weight (float or str, optional): weight :math:`w` of
+                the spread term (the spread is divided by the mean squared
                 distance of the first batch, or a tenth of its mean squared
-                norm if larger). Default: 2.0
+                norm if larger). ``"auto"``: 2 through a generator (and in
+                :meth:`attribute`), 10 in input space, where the starts are
+                alike. Default: "auto"
             init_noise (float, optional): a later batch starts from the
                 previous batch plus ``init_noise`` times a draw of random
                 codes. Default: 0.25
@@ -280,11 +285,19 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                 ``data_baseline`` says what picking them would give (spreads
                 of a random and of a farthest-point pick; a note when the
                 data alone already covers the band). Default: None
-            spread_steps (int, optional): once every sample of a batch is in
-                the band, this many more steps maximise the spread with the
-                constraint kept; each sample's last in-band iterate is
-                returned. 0 stops at first feasibility (the paper's
-                approximation). Default: 20
+            spread_steps (int or str, optional): once every sample of a
+                batch is in the band, this many more steps maximise the spread
+                with the constraint kept; each sample's last in-band iterate
+                is returned. 0 stops at first feasibility (the paper's
+                approximation). ``"auto"``: 20 through a generator (and in
+                :meth:`attribute`), 100 in input space. Default: "auto"
+            reach_first (bool or str, optional): for batches that start
+                from farthest-point picks of ``data`` or of the screen (spread
+                apart already), leave the spread term out until every sample is
+                in the band, then spend ``spread_steps`` on it; other batches
+                keep it on while reaching the band, as in the paper.
+                ``"auto"``: True through a generator, False otherwise.
+                Default: "auto"
             probe_steps (int, optional): the reachability check: when no
                 sample of the first batch is in the band after this many steps
                 and the progress over the last half of them, extrapolated
@@ -297,8 +310,8 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
                 draws are evaluated in large no-grad batches before the
                 optimisation, and the batches start from those inside the
                 band (spread apart) and then from those nearest it; this is
-                what makes rare bands cheap. ``"auto"``: ``16 * n_samples``
-                clipped to [1024, 8192] with a generator, 0 without (random
+                what makes rare bands cheap. ``"auto"``: ``8 * n_samples``
+                clipped to [256, 4096] with a generator, 0 without (random
                 input-space codes are all alike). Default: "auto"
 
         Returns:
@@ -371,7 +384,7 @@ class NeuronInverseSet(NeuronAttribution, GradientAttribution):
         attribute_to_neuron_input: bool = False,
         n_starts: int = TOP_RANGE_STARTS,
         n_steps: int = TOP_RANGE_STEPS,
-        lr: float = DEFAULTS.lr,
+        lr: Union[float, str] = DEFAULTS.lr,
         input_range: Optional[Tuple[float, float]] = (0.0, 1.0),
         image_parameterization: str = "fft",
         transforms: Any = "auto",

@@ -39,8 +39,8 @@ class SamplerOptions:
 
     max_steps: int = 300
     min_steps: int = 1
-    lr: float = 0.1
-    diversity_weight: float = 2.0
+    lr: Any = "auto"
+    diversity_weight: Any = "auto"
     init_noise: float = 0.25
     repel_from: str = "all"
     constraint_method: str = "augmented_lagrangian"
@@ -50,7 +50,8 @@ class SamplerOptions:
     multiplier_every: int = 5
     code_bound: Any = "auto"
     restart_every: Optional[int] = 50
-    spread_steps: int = 20
+    spread_steps: Any = "auto"
+    reach_first: Any = "auto"
     probe_steps: int = 20
     screen: Any = "auto"
 
@@ -70,10 +71,21 @@ class SamplerOptions:
             )
         return cls(**kwargs)
 
-    def checked(self) -> "SamplerOptions":
-        """A copy with every setting validated and normalised (``code_bound``
-        is resolved against the parameterization by the sampler)."""
+    def resolved(self, kind: str) -> "SamplerOptions":
+        """``"auto"`` settings replaced by the values of ``AUTO[kind]``."""
+        auto = AUTO[kind]
+        return replace(
+            self,
+            **{k: v for k, v in auto.items() if getattr(self, k) == "auto"},
+        )
+
+    def checked(self, kind: str = "generator") -> "SamplerOptions":
+        """A copy with ``"auto"`` resolved for ``kind`` and every setting
+        validated and normalised (``code_bound`` is resolved against the
+        parameterization by the sampler)."""
         from .solvers import solver_names
+
+        self = self.resolved(kind)
 
         restart_every = self.restart_every
         if restart_every is not None:
@@ -95,6 +107,10 @@ class SamplerOptions:
             raise ValueError(
                 f"constraint_method must be one of {solver_names()}, got "
                 f"{self.constraint_method!r}"
+            )
+        if not isinstance(self.reach_first, bool):
+            raise ValueError(
+                f"reach_first must be True or False, got {self.reach_first!r}"
             )
         for name in ("spread_steps", "probe_steps"):
             v = getattr(self, name)
@@ -132,6 +148,27 @@ class SamplerOptions:
             ),
         )
 
+
+# What "auto" means, by what is sampled. Through a generator (and for
+# attribute's given starting points) the starts are already spread apart,
+# so a short spread phase after reaching the band suffices. In input space
+# the starts are alike (Lucent's grey images): the spread term works while
+# reaching the band and for a long phase after, with larger steps.
+AUTO = {
+    "generator": {
+        "lr": 0.1,
+        "diversity_weight": 2.0,
+        "spread_steps": 20,
+        "reach_first": True,
+    },
+    "input": {
+        "lr": 0.2,
+        "diversity_weight": 10.0,
+        "spread_steps": 100,
+        "reach_first": False,
+    },
+}
+AUTO["attribute"] = dict(AUTO["generator"], reach_first=False)
 
 DEFAULTS = SamplerOptions()
 

@@ -24,6 +24,7 @@ from ....param import PooledEncoder
 from .constraints import ConstraintSet
 from .loop import apply_transform, check_batch_memory
 from .options import (
+    AUTO,
     TOP_RANGE_STARTS,
     TOP_RANGE_STEPS,
     check_bool,
@@ -106,7 +107,7 @@ def top_range_band(
     )
     n_starts = check_positive_int("n_starts", n_starts)
     n_steps = check_positive_int("n_steps", n_steps)
-    lr = check_positive_float("lr", lr)
+    lr = check_positive_float("lr", AUTO["generator"]["lr"] if lr == "auto" else lr)
     show_progress = check_bool("show_progress", show_progress)
     constraints = make_constraints(neuron_selector)
     bound = resolve_code_bound(param, code_bound)

@@ -37,7 +37,12 @@ def run_sampler(
     stacklevel: int = 5,
 ) -> InverseSetResult:
     """See :meth:`NeuronInverseSet.sample`; ``modules`` are kept as found."""
-    o = options.checked()
+    kind = (
+        "attribute"
+        if initial_codes is not None
+        else ("generator" if has_generator else "input")
+    )
+    o = options.checked(kind)
     code_bound = resolve_code_bound(param, o.code_bound)
     gen = make_generator(seed)
     device = model_device(forward_func, default=model_device(param))
@@ -69,7 +74,7 @@ def run_sampler(
         if initial_codes is None:
             n_screen = o.screen
             if n_screen == "auto":
-                n_screen = min(max(16 * n_samples, 1024), 8192) if has_generator else 0
+                n_screen = min(max(8 * n_samples, 256), 4096) if has_generator else 0
             pool, baseline, notes = build_pool(
                 param,
                 constraints,
