@@ -23,6 +23,35 @@ prior samples (computed here, so it follows the shipped weights).
    Both results are evaluated the same way: fraction inside the band and
    E-space spread.
 
+4. **Dataset baseline**: the same neuron and band, with the digits training
+   set passed as ``data``: the spread of a random and of a farthest-point pick
+   of ``n`` in-band training images (what one gets without any sampler),
+   beside ours with and without ``data``.
+5. **A real CNN** (when the PyPI package ``ccexam`` is installed: its
+   pretrained MNIST CNN, a network nobody here wrote): the class-3 logit, band
+   at the 40%..80% quantiles of that logit over the class-3 digits, through the
+   shipped generator upsampled to 28 x 28, spread measured by the shipped
+   encoder on the image pooled back to 8 x 8; data: scikit-learn's digits
+   upsampled to 28 x 28. Same baselines.
+
+6. **Rare bands through the real face DCGAN** (issue 15; when
+   ``gan-face-generate`` and ``facenet-pytorch`` are installed): the neuron is
+   the face logit of MTCNN's ONet (facenet-pytorch's pretrained face
+   detector, ``dense6_1`` unit 1, on the DCGAN's faces resized to 48 x 48 with
+   MTCNN's normalisation). A reference pool of prior draws is rejection
+   sampling: its time divided by the number of its draws in a band is the
+   rejection cost of an in-band sample, and its in-band draws are the
+   rejection samples. Bands: the top 0.3% and 0.03% of the pool's face
+   logits (0.03% only in full runs). Ours: ``n`` samples, ``batch_size=16``,
+   otherwise defaults. Reported: seconds per in-band sample (ratio), fraction
+   in band, spread in E (the default 4 x 4 pooled encoder) and in pixels.
+7. **Without a generator** (ccexam's MNIST CNN): the class-3 logit, band at
+   50%..60% of the maximum found by ``top_range`` (200 steps): ours with
+   default settings against Lucent's ``render_vis`` with
+   ``objectives.channel`` minus ``lambda * objectives.diversity`` on the last
+   convolution, for several ``lambda``, 200 steps, batch ``n``; Lucent's best
+   pixel spread beside ours, with the fraction of renders in the band.
+
 Timings use one CPU thread and are medians of 3 runs (1 with ``--quick``)
 after a warm-up run. Usage::
 
@@ -40,6 +69,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
 
@@ -183,6 +213,266 @@ def run_memory(n):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def dataset_baseline(sampler, unit, band, n, data, n_quick=None):
+    """Ours without and with ``data`` beside picks of in-band data."""
+    out = {}
+    for name, kw in (("ours", {}), ("ours_data", {"data": data})):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = sampler.sample(unit, band, n_samples=n, batch_size=K, seed=0, **kw)
+        out[name] = {
+            "seconds": round(time.perf_counter() - start, 3),
+            "inside_band": round(res.feasible_fraction, 4),
+            "spread_E": round(res.mean_pairwise_distance(), 4),
+            "spread_inputs": round(res.mean_pairwise_distance("inputs"), 4),
+            "starts": res.starts,
+        }
+        if res.data_baseline:
+            b = res.data_baseline
+            out["data_in_band"] = b["n_in_band"]
+            out["data_examined"] = b["n_examined"]
+            for pick in ("random", "farthest"):
+                if pick in b:
+                    out[f"data_{pick}"] = {
+                        "spread_E": round(b[pick]["encodings"], 4),
+                        "spread_inputs": round(b[pick]["inputs"], 4),
+                    }
+    far = out.get("data_farthest", {}).get("spread_E")
+    if far:
+        out["spread_ratio_ours_vs_farthest_data"] = round(
+            out["ours"]["spread_E"] / far, 3
+        )
+        out["spread_ratio_ours_data_vs_farthest_data"] = round(
+            out["ours_data"]["spread_E"] / far, 3
+        )
+    return out
+
+
+def real_cnn_setup():
+    """ccexam's pretrained MNIST CNN behind the shipped digits models, or None."""
+    try:
+        import importlib.resources as resources
+
+        from ccexam.models import MNISTNet
+    except ImportError:
+        return None
+    import torch.nn.functional as F
+    from torch import nn
+
+    from captum_inverseset.param import GeneratorParameterization
+    from captum_inverseset.zoo import load_digits_dataset
+
+    class Normalized(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net((x - 0.1307) / 0.3081)  # ccexam's MNIST statistics
+
+    class Up(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, size=28, mode="bilinear", align_corners=False)
+
+    class Pooled(nn.Module):
+        def __init__(self, enc):
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, x):
+            return self.enc(F.adaptive_avg_pool2d(x, 8))
+
+    net = MNISTNet(28)
+    path = resources.files("ccexam") / "weights" / "mnist.pth"
+    net.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
+    model = Normalized(net).eval()
+    train_x, train_y, test_x, test_y = load_digits_dataset()
+    x28 = Up()(torch.cat([train_x, test_x]))
+    y = torch.cat([train_y, test_y])
+    with torch.no_grad():
+        logits = model(x28)
+    own = logits[y == 3, 3]
+    band = tuple(torch.quantile(own, torch.tensor([0.4, 0.8])).tolist())
+    gen = GeneratorParameterization(digits_generator().eval(), (8,), postprocess=Up())
+    sampler = NeuronInverseSet(
+        model, net.classifier[2], generator=gen, encoder=Pooled(digits_encoder().eval())
+    )
+    return sampler, band, x28
+
+
+def face_setup():
+    """The face DCGAN and ONet's face logit, or None when not installed."""
+    from captum_inverseset.zoo import face_dcgan, face_dcgan_available
+
+    try:
+        from facenet_pytorch.models.mtcnn import ONet
+    except ImportError:
+        return None
+    if not face_dcgan_available():
+        return None
+    import torch.nn.functional as F
+    from torch import nn
+
+    class FaceDetector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.onet = ONet(pretrained=True).eval()
+
+        def forward(self, x):
+            x = F.interpolate(x, size=48, mode="bilinear", align_corners=False)
+            return self.onet((x * 255 - 127.5) * 0.0078125)[2]  # MTCNN's scaling
+
+    return face_dcgan().eval(), FaceDetector().eval()
+
+
+def run_faces(quick):
+    from captum_inverseset import PooledEncoder
+    from captum_inverseset._utils.layer_eval import neuron_values
+
+    setup = face_setup()
+    if setup is None:
+        return "gan-face-generate or facenet-pytorch not installed"
+    gen_face, detector = setup
+    layer, enc_face = detector.onet.dense6_1, PooledEncoder()
+    n_ref = 2048 if quick else 20480
+    g = torch.Generator().manual_seed(123)
+    start = time.perf_counter()
+    vals, encs, pixels = [], [], []
+    for _ in range(n_ref // 256):
+        with torch.no_grad():
+            x = gen_face(torch.randn(256, gen_face.latent_dim, generator=g))
+            vals.append(neuron_values(detector, x, [(layer, 1, False)])[:, 0])
+            encs.append(enc_face(x))
+            pixels.append(x.flatten(1))
+    ref_seconds = time.perf_counter() - start
+    vals, encs, pixels = torch.cat(vals), torch.cat(encs), torch.cat(pixels)
+    sampler = NeuronInverseSet(detector, layer, generator=gen_face)
+    out = {
+        "neuron": "facenet_pytorch ONet dense6_1[1] (face logit)",
+        "prior_draws": n_ref,
+        "prior_draws_per_s": round(n_ref / ref_seconds, 1),
+    }
+    for share in (0.003,) if quick else (0.003, 0.0003):
+        low = float(torch.quantile(vals, 1 - share))
+        inside = vals >= low
+        rejection = {
+            "in_band": int(inside.sum()),
+            "seconds_per_sample": round(ref_seconds / int(inside.sum()), 3),
+            "spread_E": round(mean_pairwise_distance(encs[inside]), 4),
+            "spread_inputs": round(mean_pairwise_distance(pixels[inside]), 3),
+        }
+        n = 8 if quick else 32
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = sampler.sample(1, (low, None), n_samples=n, batch_size=16, seed=0)
+        seconds = time.perf_counter() - start
+        in_band = max(int(res.feasible.sum()), 1)
+        ours = {
+            "n": n,
+            "seconds": round(seconds, 2),
+            "seconds_per_sample": round(seconds / in_band, 3),
+            "inside_band": round(res.feasible_fraction, 4),
+            "spread_E": round(res.mean_pairwise_distance(), 4),
+            "spread_inputs": round(res.mean_pairwise_distance("inputs"), 3),
+            "mean_steps": round(float(res.steps.float().mean()), 1),
+        }
+        out[f"band_{share:g}"] = {
+            "low": round(low, 4),
+            "rejection": rejection,
+            "ours": ours,
+            "speed_ratio_ours_vs_rejection": round(
+                rejection["seconds_per_sample"] / ours["seconds_per_sample"], 2
+            ),
+            "spread_E_ratio_ours_vs_rejection": round(
+                ours["spread_E"] / rejection["spread_E"], 3
+            ),
+            "spread_inputs_ratio_ours_vs_rejection": round(
+                ours["spread_inputs"] / rejection["spread_inputs"], 3
+            ),
+        }
+    return out
+
+
+def run_no_generator(quick):
+    """Ours (defaults, no generator) against Lucent's diversity renders."""
+    real = real_cnn_setup()
+    if real is None:
+        return "ccexam not installed"
+    sampler = real[0]
+    model, layer = sampler.forward_func, sampler.layer
+    shape = (1, 28, 28)
+    a0, _ = sampler.top_range(3, fraction=1e-9, input_shape=shape, n_steps=1)
+    top, _ = sampler.top_range(3, fraction=1.0, input_shape=shape, n_steps=200)
+    band = (0.5 * top, 0.6 * top)
+    n = 8 if quick else 16
+    plain = NeuronInverseSet(model, layer)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = plain.sample(3, band, n_samples=n, input_shape=shape, seed=0)
+    ours = {
+        "seconds": round(time.perf_counter() - start, 2),
+        "inside_band": round(res.feasible_fraction, 4),
+        "spread_inputs": round(res.mean_pairwise_distance("inputs"), 3),
+    }
+    renders = {}
+    for weight in (1e1,) if quick else (1e0, 1e1, 1e2, 1e3):
+        renders[f"{weight:g}"] = lucent_render(
+            model, band, n, weight, 20 if quick else 200
+        )
+    best = max(renders.values(), key=lambda r: r["spread_inputs"])
+    return {
+        "neuron": "ccexam MNISTNet logit 3",
+        "band": [round(band[0], 4), round(band[1], 4)],
+        "max_found": round(top, 4),
+        "ours": ours,
+        "lucent": renders,
+        "lucent_best_spread_inputs": best["spread_inputs"],
+        "lucent_best_inside_band": best["inside_band"],
+        "spread_inputs_ratio_ours_vs_lucent_best": round(
+            ours["spread_inputs"] / best["spread_inputs"], 3
+        ),
+    }
+
+
+def lucent_render(model, band, n, weight, steps):
+    from lucent.optvis import objectives
+    from lucent.optvis import param as lucent_param
+    from lucent.optvis.render import render_vis
+
+    work = copy.deepcopy(model)  # render_vis leaves hooks on every module
+    for p in work.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(0)
+    params, image_f = lucent_param.image(28, channels=1, batch=n)
+    objective = objectives.channel("net_classifier_2", 3) - weight * (
+        objectives.diversity("net_features_3")
+    )
+    start = time.perf_counter()
+    render_vis(
+        work,
+        objective,
+        param_f=lambda: (params, image_f),
+        transforms=[],
+        thresholds=(steps,),
+        preprocess=False,
+        progress=False,
+        show_image=False,
+        fixed_image_size=28,
+    )
+    images = image_f().detach()
+    with torch.no_grad():
+        logit = model(images)[:, 3]
+    inside = (logit >= band[0]) & (logit <= band[1])
+    return {
+        "seconds": round(time.perf_counter() - start, 2),
+        "inside_band": round(float(inside.float().mean()), 4),
+        "spread_inputs": round(mean_pairwise_distance(images), 3),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run")
@@ -210,6 +500,19 @@ def main():
     # over pairs, so the joint's 200 steps would take minutes).
     lucent_long = run_lucent(model, gen, enc, unit, band, n, 10 if args.quick else 50)
     mem_small, mem_large = run_memory(n_small), run_memory(n_large)
+    from captum_inverseset.zoo import load_digits_dataset
+
+    train_x = load_digits_dataset().train_inputs
+    digits_sampler = NeuronInverseSet(model, model.fc1, generator=gen, encoder=enc)
+    data = dataset_baseline(digits_sampler, unit, band, n, train_x)
+    real = real_cnn_setup()
+    real_cnn = None
+    if real is not None:
+        real_sampler, real_band, real_data = real
+        real_cnn = dataset_baseline(real_sampler, 3, real_band, 32, real_data)
+        real_cnn["band"] = [round(v, 4) for v in real_band]
+    faces = run_faces(args.quick)
+    no_generator = run_no_generator(args.quick)
 
     summary = {
         "benchmark": "inverse_set",
@@ -238,6 +541,10 @@ def main():
         "lucent_long": lucent_long,
         "inside_band_ours_vs_lucent": [ours["inside_band"], lucent["inside_band"]],
         "spread_E_ours_vs_lucent": [ours["spread_E"], lucent["spread_E"]],
+        "dataset_baseline": data,
+        "real_cnn": real_cnn if real_cnn is not None else "ccexam not installed",
+        "faces_rare_bands": faces,
+        "no_generator_vs_lucent": no_generator,
     }
     print(json.dumps(summary))
 

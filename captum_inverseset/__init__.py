@@ -33,15 +33,17 @@ from ._core.layer.neuron_shapley import (  # noqa: E402
     NeuronShapley,
     NeuronShapleyResult,
 )
-from ._core.neuron.neuron_activation_maximization import (  # noqa: E402
-    ActivationMaximizationResult,
-    NeuronActivationMaximization,
-)
-from ._core.neuron.neuron_inverse_set import (  # noqa: E402
+from ._core.neuron.inverse_set import (  # noqa: E402
+    BandUnreachableWarning,
+    InfeasibleSamplesWarning,
     InverseSetResult,
     NeuronConstraint,
     NeuronInverseSet,
     PooledEncoder,
+)
+from ._core.neuron.neuron_activation_maximization import (  # noqa: E402
+    ActivationMaximizationResult,
+    NeuronActivationMaximization,
 )
 from ._core.neuron.neuron_profile import (  # noqa: E402
     NeuronProfile,
@@ -58,6 +60,8 @@ __all__ = [
     "EGBASResult",
     "EGBASWarning",
     "InverseSetResult",
+    "InfeasibleSamplesWarning",
+    "BandUnreachableWarning",
     "NeuronConstraint",
     "PooledEncoder",
     "NetworkDissection",

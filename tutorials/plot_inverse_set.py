@@ -67,6 +67,28 @@ for ax, (name, res) in zip(axes, results.items()):
 plt.tight_layout()
 
 ###############################################################################
+# Against simply picking dataset images
+# -------------------------------------
+# Passing ``data`` makes the in-band training images the first starting
+# points, and the result says what picking them alone would give: the spread
+# (in the encoder's space) of a random and of a farthest-point pick of as
+# many in-band images as samples.
+
+train_x = load_digits_dataset().train_inputs
+with_data = sampler.sample(
+    digit, high, n_samples=32, batch_size=8, seed=0, data=train_x
+)
+base = with_data.data_baseline
+print(
+    f"{base['n_in_band']} of {base['n_examined']} training images are in the band; "
+    f"spread: random pick {base['random']['encodings']:.3f}, farthest-point pick "
+    f"{base['farthest']['encodings']:.3f}, samples "
+    f"{with_data.mean_pairwise_distance():.3f} "
+    f"({with_data.feasible_fraction:.0%} in the band)"
+)
+assert with_data.mean_pairwise_distance() >= base["farthest"]["encodings"]
+
+###############################################################################
 # What the user should see: in the high band, samples the classifier calls
 # a "3" (written in different ways); in the low band, mostly other digits
 # that share some strokes with a 3. We check the first claim.

@@ -30,6 +30,18 @@ def _squash(image: torch.Tensor, matrix: Optional[torch.Tensor]) -> torch.Tensor
     return torch.sigmoid(image)
 
 
+def _unsquash(
+    images: torch.Tensor, matrix: Optional[torch.Tensor], margin: float = 1e-4
+) -> torch.Tensor:
+    """The inverse of :func:`_squash`: logit, then the colour matrix undone
+    (images are clamped a little inside (0, 1) so the logit stays finite)."""
+    pre = torch.logit(images.clamp(margin, 1 - margin))
+    if matrix is not None:
+        inv = torch.linalg.inv(matrix.to(device=images.device, dtype=pre.dtype))
+        pre = torch.einsum("nchw,cd->ndhw", pre, inv)
+    return pre
+
+
 def _gaussian_codes(
     shape: Tuple[int, ...],
     generator: Optional[torch.Generator],
@@ -86,6 +98,20 @@ class FFTImageParameterization(nn.Module):
         image = image[:, :c, :h, :w] / _SPECTRUM_DIVISOR
         return _squash(image, self.color_matrix if self.decorrelate else None)
 
+    def inverse(self, images: torch.Tensor) -> torch.Tensor:
+        """Codes of ``images`` ``(N, C, H, W)`` in [0, 1] (the forward map of
+        a code is then ``images``, up to the clamp that keeps the logit
+        finite), so dataset examples can be starting points."""
+        _, h, w = self.shape
+        pre = _unsquash(images, self.color_matrix if self.decorrelate else None)
+        spectrum = torch.fft.rfftn(pre * _SPECTRUM_DIVISOR, s=(h, w), norm="ortho")
+        codes = torch.view_as_real(spectrum)
+        extra = self.code_shape[2] - codes.shape[3]
+        if extra > 0:  # Lucent's grid has one more column for odd widths
+            codes = torch.nn.functional.pad(codes, (0, 0, 0, extra))
+        scale = self.scale.to(images.device)
+        return (codes / scale[None, None, ..., None]).contiguous()
+
     def random_codes(
         self,
         n: int,
@@ -115,6 +141,10 @@ class PixelImageParameterization(nn.Module):
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         return _squash(codes, self.color_matrix if self.decorrelate else None)
+
+    def inverse(self, images: torch.Tensor) -> torch.Tensor:
+        """Codes of ``images`` in [0, 1]."""
+        return _unsquash(images, self.color_matrix if self.decorrelate else None)
 
     def random_codes(
         self,

@@ -253,8 +253,10 @@ def _stage_cases():
     flattened maps and a linear layer on vectors."""
     return [
         (nn.Sequential(nn.Conv2d(4, 5, 3, padding=1), nn.ReLU()), (4, 6, 6)),
-        (nn.Sequential(nn.Conv2d(4, 5, (3, 2), stride=(2, 1), padding=(1, 0))),
-         (4, 7, 5)),  # fmt: skip
+        (
+            nn.Sequential(nn.Conv2d(4, 5, (3, 2), stride=(2, 1), padding=(1, 0))),
+            (4, 7, 5),
+        ),  # fmt: skip
         (nn.Sequential(nn.Conv1d(4, 3, 3, padding=2, dilation=2)), (4, 9)),
         (nn.Sequential(nn.Flatten(), nn.Linear(4 * 3 * 3, 6), nn.ReLU()), (4, 3, 3)),
         (nn.Sequential(nn.Linear(4, 6)), (4,)),
