@@ -10,9 +10,12 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1 -e ".[test,docs]"
-	# The face DCGAN's weights ship in this wheel; its declared dependencies
-	# (wandb and more) are not needed, so they are not installed.
-	$(VENV)/bin/pip install --no-deps gan-face-generate==1.1.1
+	# Real pretrained weights that ship inside PyPI wheels (all MIT): the face
+	# DCGAN (gan-face-generate), MTCNN's face detectors (facenet-pytorch) and
+	# an MNIST CNN (ccexam). Their declared dependencies (wandb, old torch and
+	# numpy pins) are not needed, so they are installed without them.
+	$(VENV)/bin/pip install --no-deps gan-face-generate==1.1.1 \
+		facenet-pytorch==2.6.0 ccexam==1.0.0
 	touch $(STAMP)
 
 test: $(STAMP)
