@@ -14,8 +14,12 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._core.layer._shapley_game import NeuronGame, auto_coalitions_per_batch
-from ._core.layer.neuron_shapley import NeuronShapley
+from ._core.layer._shapley_game import (
+    NeuronGame,
+    auto_coalitions_per_batch,
+    label_batches,
+    make_batches,
+)
 from ._utils.hooks import preserve_model_state
 from ._utils.results import InterpretationResult, result_dataclass
 from ._utils.validation import check_positive_int, make_generator, model_device
@@ -142,12 +146,14 @@ def ablation_curve(
     ks = [int(k) for k in ks]
     if not ks or any(k < 0 for k in ks):
         raise ValueError(f"ks must be non-negative integers, got {ks!r}")
-    helper = NeuronShapley(forward_func, layer)
+    if batch_size is not None:
+        batch_size = check_positive_int("batch_size", batch_size)
     device = model_device(forward_func)
-    batches, _ = helper._make_batches(inputs, target, None, batch_size, device)
+    builtin = isinstance(metric, str)
+    batches, _ = make_batches(inputs, target, None, batch_size, device, builtin)
     with preserve_model_state(forward_func):
-        if isinstance(metric, str) and any(b[1] is None for b in batches):
-            batches = helper._label_with_predictions(batches)
+        if builtin:
+            batches = label_batches(forward_func, batches, metric, metric_class)
         game = NeuronGame(
             forward_func,
             [layer],

@@ -137,6 +137,24 @@ def test_dataloader_equals_tensor_inputs():
     torch.testing.assert_close(a, c, atol=1e-6, rtol=0)
 
 
+def test_dataloader_of_inputs_only_takes_target():
+    """A loader yielding inputs only: ``target=`` gives the labels in the
+    loader's order (or one int); a loader yielding labels takes none."""
+    model = make_mlp()
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    a = ns.attribute(x, target=y, metric="loss", n_permutations=6, seed=5)
+    inputs_only = DataLoader(x, batch_size=15)
+    b = ns.attribute(inputs_only, target=y, metric="loss", n_permutations=6, seed=5)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    c = ns.attribute(x, target=2, metric="loss", n_permutations=6, seed=5)
+    d = ns.attribute(inputs_only, target=2, metric="loss", n_permutations=6, seed=5)
+    torch.testing.assert_close(c, d, atol=1e-6, rtol=0)
+    assert not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="target must be None"):
+        ns.attribute(DataLoader(TensorDataset(x, y), batch_size=15), target=y)
+
+
 def test_truncation_saves_evaluations_and_bounds_efficiency():
     model = make_mlp(hidden=8)
     x, y = _data()

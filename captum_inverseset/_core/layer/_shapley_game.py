@@ -26,8 +26,17 @@ from torch import nn
 from ..._utils.captum_compat import (
     expand_additional_forward_args,
     format_additional_forward_args,
+    format_inputs,
+)
+from ..._utils.data import (
+    check_target_range,
+    format_target,
+    is_tensor_data,
+    iter_batches,
 )
 from ..._utils.hooks import capture_layer, mask_units, replace_layer_output
+from ..._utils.module_probe import leaf_output_bytes, record_call_order
+from ..._utils.validation import check_finite_inputs
 from ._shapley_additive import AdditiveStage, split_linear_front
 from ._shapley_suffix import (
     split_at_layer,
@@ -50,6 +59,219 @@ BUILTIN_METRICS = ("accuracy", "loss", "class_accuracy")
 
 # One evaluation batch: (inputs tuple, labels or None, additional args or None)
 Batch = Tuple[Tuple[torch.Tensor, ...], Optional[torch.Tensor], Any]
+
+
+def check_logits(out: Any, metric: str) -> torch.Tensor:
+    """The built-in metrics read a ``(N, classes)`` logits tensor."""
+    if not torch.is_tensor(out):
+        raise ValueError(
+            f"metric={metric!r} needs forward_func to return a logits tensor of "
+            f"shape (N, classes), got a {type(out).__name__}; pass a callable "
+            "metric(outputs, target) for other outputs"
+        )
+    if out.dim() != 2:
+        raise ValueError(
+            f"metric={metric!r} needs forward_func to return a logits tensor of "
+            f"shape (N, classes), got shape {tuple(out.shape)}; pass a callable "
+            "metric(outputs, target) for other outputs"
+        )
+    return out
+
+
+def _batch_size(out: Any) -> int:
+    """The first dimension shared by the tensors of a model output."""
+    if torch.is_tensor(out):
+        if out.dim() == 0:
+            raise ValueError(
+                "forward_func returned a 0-dimensional tensor: the outputs must "
+                "have the examples along their first dimension"
+            )
+        return out.shape[0]
+    items = list(out.values()) if isinstance(out, dict) else out
+    if isinstance(items, (tuple, list)):
+        for item in items:
+            if torch.is_tensor(item) or isinstance(item, (tuple, list, dict)):
+                return _batch_size(item)
+    raise ValueError(
+        f"forward_func returned a {type(out).__name__} holding no tensor; a "
+        "callable metric receives the outputs of each coalition"
+    )
+
+
+def split_groups(out: Any, n_groups: int) -> List[Any]:
+    """Split a model output (a tensor, or a tuple, list, named tuple or dict
+    of them) computed on ``n_groups`` blocks of examples into one output of
+    the same structure per block."""
+    if torch.is_tensor(out):
+        if out.dim() == 0 or out.shape[0] % n_groups:
+            raise ValueError(
+                f"forward_func returned a tensor of shape {tuple(out.shape)}, whose "
+                "first dimension is not the batch of examples"
+            )
+        return list(out.reshape(n_groups, -1, *out.shape[1:]).unbind(0))
+    if isinstance(out, dict):
+        parts = {k: split_groups(v, n_groups) for k, v in out.items()}
+        return [type(out)((k, v[g]) for k, v in parts.items()) for g in range(n_groups)]
+    if isinstance(out, (tuple, list)):
+        parts = [split_groups(v, n_groups) for v in out]
+        if hasattr(out, "_fields"):  # a named tuple
+            return [type(out)(*(p[g] for p in parts)) for g in range(n_groups)]
+        return [type(out)(p[g] for p in parts) for g in range(n_groups)]
+    # Anything else (None, a string, a number) is the same for every block.
+    return [out] * n_groups
+
+
+def metric_value(v: Any) -> torch.Tensor:
+    """A callable metric's return value as a float64 scalar on the CPU: a
+    one-element tensor or a real number; anything else is refused."""
+    if isinstance(v, bool) or not (
+        torch.is_tensor(v) or isinstance(v, (int, float)) or hasattr(v, "item")
+    ):
+        raise TypeError(
+            "metric must return a scalar tensor or a number, got "
+            f"{type(v).__name__}"
+        )
+    if not torch.is_tensor(v):
+        try:
+            v = torch.as_tensor(v, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"metric must return a scalar tensor or a number, got {v!r}"
+            ) from None
+    if v.numel() != 1:
+        raise ValueError(f"metric must return a scalar, got shape {tuple(v.shape)}")
+    if v.is_complex() or v.dtype == torch.bool:
+        raise TypeError(f"metric must return a real number, got dtype {v.dtype}")
+    v = v.detach().double().reshape(()).cpu()
+    if not bool(torch.isfinite(v)):
+        raise ValueError("metric returned NaN or an infinite value")
+    return v
+
+
+def _labels(target: Any, n: int, builtin: bool, name: str) -> Optional[torch.Tensor]:
+    """Labels of ``n`` examples: class indices for the built-in metrics
+    (:func:`format_target`); for a callable metric, whatever it takes, one
+    entry per example (an int is repeated), finite."""
+    if builtin or target is None:
+        return format_target(target, n, name=name)
+    if isinstance(target, int) and not isinstance(target, bool):
+        return torch.full((n,), target, dtype=torch.long)
+    try:
+        labels = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{name} must be a tensor, a list or an int, got {type(target).__name__}"
+        ) from None
+    if labels.dim() == 0:
+        labels = labels.reshape(1).expand(n)
+    if labels.shape[0] != n:
+        raise ValueError(
+            f"{name} must have one entry per input ({n}), got shape "
+            f"{tuple(labels.shape)}"
+        )
+    check_finite_inputs(name, labels)
+    return labels
+
+
+def make_batches(
+    inputs: Any,
+    target: Any,
+    additional_forward_args: Any,
+    batch_size: Optional[int],
+    device: torch.device,
+    builtin_metric: bool,
+) -> Tuple[List[Batch], int]:
+    """The evaluation batches of a game, on ``device``, and their example count.
+
+    ``inputs`` is a tensor or tuple of tensors (split in ``batch_size``
+    chunks, ``target`` alongside) or an iterable of batches (a DataLoader)
+    yielding ``x`` or ``(x, labels)``. ``target`` is then an int, labels for
+    every example in the loader's order, or None; a loader that yields
+    labels takes no ``target``. Non-finite inputs raise a ``ValueError``
+    naming ``inputs`` (:func:`~captum_inverseset._utils.data.iter_batches`);
+    labels are checked by :func:`_labels`.
+    """
+    extra = format_additional_forward_args(additional_forward_args)
+    if isinstance(inputs, (str, bytes, dict)) or inputs is None:
+        raise ValueError(
+            "inputs must be a tensor, a tuple of tensors or a DataLoader, got "
+            f"{type(inputs).__name__}"
+        )
+    if is_tensor_data(inputs):
+        xs = format_inputs(inputs)
+        if xs[0].dim() == 0 or xs[0].shape[0] == 0:
+            raise ValueError("inputs is empty")
+        n = xs[0].shape[0]
+        labels = _labels(target, n, builtin_metric, "target")
+        raw = list(iter_batches(inputs, labels, batch_size or n, "target"))
+    else:
+        raw = list(iter_batches(inputs, None, 1, "target"))
+        n = sum(xb[0].shape[0] for xb, _ in raw)
+        if n == 0:
+            raise ValueError("inputs is empty")
+        given = [y is not None for _, y in raw]
+        if any(given):
+            if target is not None:
+                raise ValueError(
+                    "target must be None when the DataLoader yields (inputs, "
+                    "labels) batches: the labels come from the loader"
+                )
+            if not all(given):
+                raise ValueError(
+                    "the DataLoader yields labels with some batches but not others"
+                )
+            raw = [
+                (xb, _labels(y, xb[0].shape[0], builtin_metric, "target"))
+                for xb, y in raw
+            ]
+        elif target is not None:
+            labels = _labels(target, n, builtin_metric, "target")
+            sizes = [xb[0].shape[0] for xb, _ in raw]
+            raw = [(xb, y) for (xb, _), y in zip(raw, labels.split(sizes))]
+    batches: List[Batch] = []
+    for xb, y in raw:
+        if any(t.shape[0] != xb[0].shape[0] for t in xb):
+            raise ValueError("inputs: all tensors must have the same first dimension")
+        if xb[0].shape[0] == 0:
+            continue
+        batches.append(
+            (
+                tuple(t.to(device) for t in xb),
+                None if y is None else y.to(device),
+                extra,
+            )
+        )
+    return batches, n
+
+
+def label_batches(
+    forward_func: Callable,
+    batches: List[Batch],
+    metric: str,
+    metric_class: Optional[int],
+) -> List[Batch]:
+    """For the built-in metrics: the model must return logits ``(N,
+    classes)``, and labels and ``metric_class`` must index one of its
+    classes; batches without labels get the model's own predictions."""
+    labeled = []
+    n_classes = 0
+    for i, (inputs, labels, extra) in enumerate(batches):
+        if labels is None or i == 0:
+            with torch.no_grad():
+                out = _call(forward_func, inputs, extra)
+            check_logits(out, metric)
+            n_classes = out.shape[1]
+            if labels is None:
+                labels = out.argmax(-1)
+        check_target_range(labels, n_classes)
+        labeled.append((inputs, labels, extra))
+    if metric == "class_accuracy" and metric_class is not None:
+        if metric_class >= n_classes:
+            raise ValueError(
+                f"metric_class={metric_class} is not a class of the model, which "
+                f"has {n_classes} outputs (valid: 0 to {n_classes - 1})"
+            )
+    return labeled
 
 
 def group_mask(
@@ -160,48 +382,44 @@ class NeuronGame:
     # ------------------------------------------------------------------ setup
     def _measure_layers(self) -> None:
         """Unit counts, call order and mean activations of the player layers
-        (the means over every batch for mean removal; a few examples tell the
-        rest)."""
+        over every batch (the removal values of mean removal). A layer
+        output holding NaN or an infinity (on finite inputs) is refused, so
+        no fill is ever computed from non-finite values."""
         sums: List[Optional[torch.Tensor]] = [None] * len(self.layers)
         n_examples = 0
         order: List[int] = []
-        batches = self.batches
-        if self.removal != "mean" and batches[0][2] is None:
-            batches = [(self._sample_inputs(), None, None)]
         with ExitStack() as stack:
             caps = [
                 stack.enter_context(capture_layer(layer, detach=True))
                 for layer in self.layers
             ]
-            for inputs, _, extra in batches:
+            for inputs, _, extra in self.batches:
                 for cap in caps:
                     cap.clear()
-                calls: List[int] = []
-                hooks = [
-                    layer.register_forward_hook(
-                        lambda m, a, o, i=i: calls.append(i)  # noqa: B023
-                    )
-                    for i, layer in enumerate(self.layers)
-                ]
-                try:
+                with record_call_order(self.layers) as calls:
                     with torch.no_grad():
                         _call(self.forward_func, inputs, extra)
-                finally:
-                    for h in hooks:
-                        h.remove()
                 if not order:
                     order = list(dict.fromkeys(calls))
                 for i, cap in enumerate(caps):
+                    if not cap.outputs:
+                        continue
                     out = cap.output
                     if not torch.is_tensor(out) or out.dim() < 2:
                         raise ValueError(
                             f"layer {i} must output a tensor with a batch dimension "
                             "and at least one unit dimension"
                         )
+                    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+                        raise ValueError(
+                            f"layer {i} outputs NaN or infinite values on finite "
+                            "inputs; its removal value (and every coalition's "
+                            "value) would be undefined"
+                        )
                     total = out.double().sum(0)
                     sums[i] = total if sums[i] is None else sums[i] + total
                 n_examples += inputs[0].shape[0]
-        if len(order) != len(self.layers):
+        if len(order) != len(self.layers) or any(s is None for s in sums):
             raise ValueError("every layer must be called in the forward pass")
         self.call_order = order
         self.unit_shapes = [tuple(s.shape) for s in sums]
@@ -395,31 +613,20 @@ class NeuronGame:
         ]
 
     def _metric_parts(
-        self, out: torch.Tensor, labels: Any, n_groups: int
+        self, out: Any, labels: Any, n_groups: int
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Per-group (numerator, denominator) of the metric for one batch."""
-        block = out.shape[0] // n_groups
-        grouped = out.reshape(n_groups, block, *out.shape[1:])
         if callable(self.metric):
-            values = []
-            for g in range(n_groups):
-                v = self.metric(grouped[g], labels)
-                if not torch.is_tensor(v):
-                    v = torch.as_tensor(v, dtype=torch.float64)
-                if v.numel() != 1:
-                    raise ValueError(
-                        f"metric must return a scalar, got shape {tuple(v.shape)}"
-                    )
-                if not torch.isfinite(v).all():
-                    raise ValueError("metric returned NaN or an infinite value")
-                values.append(v.detach().double().reshape(()).cpu())
+            groups = split_groups(out, n_groups)
+            block = _batch_size(out) // n_groups
+            values = [
+                metric_value(self.metric(group, labels)) for group in groups
+            ]
             nums = torch.stack(values) * block
             return nums, torch.full((n_groups,), float(block), dtype=torch.float64)
-        if grouped.dim() != 3:
-            raise ValueError(
-                f"metric {self.metric!r} needs outputs of shape (N, classes), got "
-                f"{tuple(out.shape)}"
-            )
+        check_logits(out, self.metric)
+        block = out.shape[0] // n_groups
+        grouped = out.reshape(n_groups, block, *out.shape[1:])
         y = labels.to(out.device)
         if self.metric == "loss":
             losses = F.cross_entropy(
@@ -778,25 +985,10 @@ def activation_bytes_per_example(
     returning, also on errors."""
     if not isinstance(forward_func, nn.Module):
         return None
-    total = 0
-
-    def count(module: nn.Module, args: Any, out: Any) -> None:
-        nonlocal total
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if torch.is_tensor(t):
-                total += t.numel() * t.element_size()
-
-    handles = []
-    try:
-        for m in forward_func.modules():
-            if next(m.children(), None) is None:
-                handles.append(m.register_forward_hook(count))
+    with leaf_output_bytes(forward_func) as record:
         with torch.no_grad():
             _call(forward_func, inputs, extra)
-    finally:
-        for h in handles:
-            h.remove()
-    return max(1, -(-total // max(1, inputs[0].shape[0])))
+    return max(1, -(-record.total // max(1, inputs[0].shape[0])))
 
 
 def shapley_weights(n_players: int) -> torch.Tensor:

@@ -5,6 +5,7 @@ Ghorbani & Zou, "Neuron Shapley: Discovering the Responsible Neurons"
 """
 
 import math
+import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -12,18 +13,24 @@ from captum.attr import LayerAttribution, PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ..._utils.captum_compat import format_additional_forward_args, format_inputs
+from ..._utils.memory import check_memory
 from ..._utils.progress import progress
 from ..._utils.results import InterpretationResult, result_dataclass
-from ..._utils.validation import check_positive_float, check_positive_int
-from ._shapley_checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from ..._utils.validation import check_number, check_positive_int
+from ._shapley_checkpoint import (
+    load_checkpoint,
+    run_fingerprint,
+    save_checkpoint,
+    state_digest,
+)
 from ._shapley_game import (
     BUILTIN_METRICS,
-    Batch,
     MetricType,
     NeuronGame,
     activation_bytes_per_example,
     auto_coalitions_per_batch,
+    label_batches,
+    make_batches,
     shapley_weights,
 )
 
@@ -224,14 +231,54 @@ class _Stats:
             "n_permutations": self.n_permutations,
         }
 
-    def load(self, state: Dict[str, Any]) -> None:
-        self.sums = state["sums"].double()
-        self.squares = state["squares"].double()
-        self.counts = state["counts"].double()
-        self.min_marginal = state["min_marginal"].double()
-        self.max_marginal = state["max_marginal"].double()
-        self.n_evaluations = int(state["n_evaluations"])
-        self.n_permutations = int(state["n_permutations"])
+    def load(self, state: Dict[str, Any], n_permutations: int, where: str) -> None:
+        """Restore a checkpoint's statistics, refusing any that cannot come
+        from a run with these players and at most ``n_permutations``."""
+        p = self.sums.numel()
+
+        def bad(what: str) -> ValueError:
+            return ValueError(f"checkpoint {where!r} is corrupt: {what}")
+
+        tensors = {}
+        for key in ("sums", "squares", "counts", "min_marginal", "max_marginal"):
+            t = state.get(key)
+            if not torch.is_tensor(t) or not t.is_floating_point():
+                raise bad(f"{key} is not a float tensor")
+            if tuple(t.shape) != (p,):
+                raise bad(f"{key} has shape {tuple(t.shape)}, expected ({p},)")
+            tensors[key] = t.double()
+        for key in ("sums", "squares", "counts"):
+            if not bool(torch.isfinite(tensors[key]).all()):
+                raise bad(f"{key} holds NaN or infinite values")
+        counts = tensors["counts"]
+        if bool((counts < 0).any()) or not bool((counts == counts.round()).all()):
+            raise bad("counts are not non-negative integers")
+        if bool((tensors["squares"] < 0).any()):
+            raise bad("squares are negative")
+        seen = counts > 0
+        for key in ("min_marginal", "max_marginal"):
+            if bool(torch.isnan(tensors[key]).any()) or not bool(
+                torch.isfinite(tensors[key][seen]).all()
+            ):
+                raise bad(f"{key} is not finite where players were sampled")
+        numbers = {}
+        for key in ("n_evaluations", "n_permutations"):
+            v = state.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad(f"{key} is {v!r}, not a non-negative integer")
+            numbers[key] = v
+        if numbers["n_permutations"] > n_permutations:
+            raise bad(
+                f"it holds {numbers['n_permutations']} permutations, more than "
+                f"n_permutations={n_permutations}"
+            )
+        self.sums = tensors["sums"]
+        self.squares = tensors["squares"]
+        self.counts = counts
+        self.min_marginal = tensors["min_marginal"]
+        self.max_marginal = tensors["max_marginal"]
+        self.n_evaluations = numbers["n_evaluations"]
+        self.n_permutations = numbers["n_permutations"]
 
 
 def _dist_info(distributed: Optional[bool]) -> Tuple[int, int, bool]:
@@ -284,17 +331,60 @@ def _all_reduce_round(stats_delta: _Stats) -> None:
     stats_delta.max_marginal = extremes[p:]
 
 
+def _collective_device() -> torch.device:
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _broadcast_seed(seed: int) -> int:
     import torch.distributed as dist
 
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if dist.get_backend() == "nccl"
-        else torch.device("cpu")
-    )
-    t = torch.tensor([seed], dtype=torch.int64, device=device)
+    t = torch.tensor([seed], dtype=torch.int64, device=_collective_device())
     dist.broadcast(t, src=0)
     return int(t.item())
+
+
+def _hash62(text: str) -> int:
+    """A 62-bit integer digest of ``text`` (fits an int64 all-reduce)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 2
+
+
+def _check_ranks_agree(seed: int, fp: str, resumed: str) -> None:
+    """Every rank must run the same game from the same state: the seed, the
+    fingerprint of the run (model, data, arguments) and the statistics it
+    resumed from are compared across ranks (an all-reduce of their maxima
+    and minima); any difference raises on every rank."""
+    import torch.distributed as dist
+
+    values = [seed, _hash62(fp), _hash62(resumed)]
+    t = torch.tensor(values + [-v for v in values], dtype=torch.int64)
+    t = t.to(_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    t = t.cpu().tolist()
+    n = len(values)
+    same = [t[i] == -t[n + i] for i in range(n)]
+    if not same[0]:
+        raise ValueError(
+            f"seed differs between ranks (from {-t[n]} to {t[0]}): every rank must "
+            "pass the same seed, or seed=None on every rank"
+        )
+    if not same[1]:
+        raise ValueError(
+            "the ranks run different games (model weights, inputs, target or "
+            "arguments differ between ranks); every rank must evaluate the same "
+            "game, only the permutations are split"
+        )
+    if not same[2]:
+        raise ValueError(
+            "the ranks resumed from different checkpoint states (a node-local "
+            "checkpoint path?); put the checkpoint on a file system every rank "
+            "shares, or give every rank the same file"
+        )
 
 
 class NeuronShapley(LayerAttribution, PerturbationAttribution):
@@ -405,75 +495,6 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             names.append(name or f"layer{i}")
         return names
 
-    def _make_batches(
-        self,
-        inputs: Any,
-        target: Any,
-        additional_forward_args: Any,
-        batch_size: Optional[int],
-        device: torch.device,
-    ) -> Tuple[List[Batch], int]:
-        extra = format_additional_forward_args(additional_forward_args)
-        batches: List[Batch] = []
-        if isinstance(inputs, torch.utils.data.DataLoader):
-            if target is not None:
-                raise ValueError(
-                    "target must be None when inputs is a DataLoader of "
-                    "(inputs, labels) batches"
-                )
-            for item in inputs:
-                if not isinstance(item, (list, tuple)) or len(item) != 2:
-                    raise ValueError(
-                        "inputs DataLoader must yield (inputs, labels) pairs"
-                    )
-                x, y = item
-                xs = tuple(t.to(device) for t in format_inputs(x))
-                y = torch.as_tensor(y).to(device)
-                if y.shape != (xs[0].shape[0],):
-                    raise ValueError(
-                        f"target shape {tuple(y.shape)} does not match the batch "
-                        f"of {xs[0].shape[0]} inputs"
-                    )
-                batches.append((xs, y.long(), extra))
-            n = sum(b[0][0].shape[0] for b in batches)
-            if n == 0:
-                raise ValueError("inputs is empty")
-            return batches, n
-        if not torch.is_tensor(inputs) and not isinstance(inputs, tuple):
-            raise ValueError(
-                "inputs must be a tensor, a tuple of tensors or a DataLoader"
-            )
-        xs = tuple(t.to(device) for t in format_inputs(inputs))
-        if not xs or xs[0].dim() == 0 or xs[0].shape[0] == 0:
-            raise ValueError("inputs is empty")
-        n = xs[0].shape[0]
-        if any(t.shape[0] != n for t in xs):
-            raise ValueError("all input tensors must have the same batch size")
-        labels: Optional[torch.Tensor]
-        if target is None:
-            labels = None
-        elif isinstance(target, int) and not isinstance(target, bool):
-            labels = torch.full((n,), target, dtype=torch.long, device=device)
-        else:
-            labels = torch.as_tensor(target).to(device)
-            if labels.shape != (n,):
-                raise ValueError(
-                    f"target must be an int or have shape ({n},) (one label per "
-                    f"input), got shape {tuple(labels.shape)}"
-                )
-            labels = labels.long()
-        size = n if batch_size is None else batch_size
-        for start in range(0, n, size):
-            sl = slice(start, start + size)
-            batches.append(
-                (
-                    tuple(t[sl] for t in xs),
-                    None if labels is None else labels[sl],
-                    extra,
-                )
-            )
-        return batches, n
-
     # ---------------------------------------------------------------- public
     @log_usage(part_of_slo=True)
     def attribute(
@@ -496,6 +517,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         permutations_per_round: int = 8,
         checkpoint: Optional[str] = None,
         checkpoint_every: int = 8,
+        checkpoint_key: Optional[str] = None,
         distributed: Optional[bool] = None,
         show_progress: bool = False,
         return_stats: bool = False,
@@ -560,9 +582,20 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 bandit decisions (and all-reduces when distributed).
                 Default: 8
             checkpoint (str, optional): file to save the statistics to and to
-                resume from when it exists. Default: None
+                resume from when it exists. The file holds a fingerprint of
+                what determines the values (a hash of the model's parameters
+                and buffers, of the inputs in their order and the labels, the
+                player layers' names, the metric and the arguments); a
+                checkpoint of another run is refused with an error naming
+                what differs. Needs an int ``seed``. Default: None
             checkpoint_every (int, optional): save after at least this many
                 permutations (rounded up to whole rounds). Default: 8
+            checkpoint_key (str, optional): a name for what a checkpoint
+                cannot fingerprint by itself: a callable ``metric`` (its code
+                and closure) or a ``forward_func`` that is not an
+                ``nn.Module``. Required with a checkpoint in those cases;
+                change it whenever the metric or model changes.
+                Default: None
             distributed (bool, optional): split permutations over the ranks
                 of ``torch.distributed``; None uses it when a process group
                 with more than one rank is initialised. Default: None
@@ -597,7 +630,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         from ..._utils.hooks import preserve_model_state
         from ..._utils.validation import model_device
 
-        if isinstance(metric, str):
+        builtin = isinstance(metric, str)
+        if builtin:
             if metric not in BUILTIN_METRICS:
                 raise ValueError(
                     f"metric must be one of {BUILTIN_METRICS} or a callable, got "
@@ -607,32 +641,28 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 metric_class is None
                 or isinstance(metric_class, bool)
                 or not isinstance(metric_class, int)
+                or metric_class < 0
             ):
-                raise ValueError("metric='class_accuracy' needs an int metric_class")
+                raise ValueError(
+                    "metric='class_accuracy' needs an int metric_class >= 0, got "
+                    f"{metric_class!r}"
+                )
         elif not callable(metric):
             raise ValueError(f"metric must be a string or a callable, got {metric!r}")
         n_permutations = check_positive_int("n_permutations", n_permutations)
         if removal not in ("mean", "zero"):
             raise ValueError(f"removal must be 'mean' or 'zero', got {removal!r}")
         if truncation_tolerance is not None:
-            if not isinstance(truncation_tolerance, (int, float)) or not (
-                truncation_tolerance >= 0
-            ):
-                raise ValueError(
-                    "truncation_tolerance must be None or a number >= 0, got "
-                    f"{truncation_tolerance!r}"
-                )
+            truncation_tolerance = check_number(
+                "truncation_tolerance", truncation_tolerance, minimum=0
+            )
         if top_k is not None:
             top_k = check_positive_int("top_k", top_k)
-        bandit_delta = check_positive_float("bandit_delta", bandit_delta)
-        if bandit_delta >= 1:
-            raise ValueError(f"bandit_delta must be in (0, 1), got {bandit_delta}")
-        if not isinstance(bandit_tolerance, (int, float)) or not (
-            bandit_tolerance >= 0
-        ):
-            raise ValueError(
-                f"bandit_tolerance must be a number >= 0, got {bandit_tolerance!r}"
-            )
+        bandit_delta = check_number(
+            "bandit_delta", bandit_delta, 0, 1, strict_minimum=True,
+            strict_maximum=True,
+        )  # fmt: skip
+        bandit_tolerance = check_number("bandit_tolerance", bandit_tolerance, 0)
         if batch_size is not None:
             batch_size = check_positive_int("batch_size", batch_size)
         if coalitions_per_batch is not None:
@@ -645,6 +675,36 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
+        if checkpoint is not None:
+            if not isinstance(checkpoint, (str, os.PathLike)):
+                raise ValueError(
+                    f"checkpoint must be a path, got {type(checkpoint).__name__}"
+                )
+            checkpoint = os.fspath(checkpoint)
+            if os.path.isdir(checkpoint):
+                raise ValueError(f"checkpoint {checkpoint!r} is a directory")
+            if seed is None:
+                raise ValueError(
+                    "checkpoint needs an int seed: seed=None draws a new seed on "
+                    "every call, so such a run cannot be resumed"
+                )
+            if checkpoint_key is None and not builtin:
+                raise ValueError(
+                    "checkpoint_key: a callable metric cannot be fingerprinted, so "
+                    "a checkpoint of another metric would be resumed silently; "
+                    "pass checkpoint_key='<a name for this metric and its "
+                    "version>' to use a checkpoint"
+                )
+            if checkpoint_key is None and not isinstance(self.forward_func, nn.Module):
+                raise ValueError(
+                    "checkpoint_key: forward_func is not an nn.Module, so its "
+                    "weights cannot be fingerprinted; pass checkpoint_key='<a "
+                    "name for this model and its weights>' to use a checkpoint"
+                )
+        if checkpoint_key is not None and not isinstance(checkpoint_key, str):
+            raise ValueError(
+                f"checkpoint_key must be a string, got {type(checkpoint_key).__name__}"
+            )
         rank, world, is_dist = _dist_info(distributed)
         if seed is None:
             seed = int(torch.Generator().seed() % (2**31))
@@ -652,22 +712,23 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 seed = _broadcast_seed(seed)
 
         device = model_device(self.forward_func)
-        batches, n_examples = self._make_batches(
-            inputs, target, additional_forward_args, batch_size, device
+        batches, n_examples = make_batches(
+            inputs, target, additional_forward_args, batch_size, device, builtin
         )
         with preserve_model_state(self.forward_func):
-            if metric in ("accuracy", "loss", "class_accuracy") and any(
-                b[1] is None for b in batches
-            ):
-                batches = self._label_with_predictions(batches)
+            if builtin:
+                batches = label_batches(
+                    self.forward_func, batches, metric, metric_class
+                )
             biggest = max(batches, key=lambda b: b[0][0].shape[0])
             largest = biggest[0][0].shape[0]
-            nbytes = None
-            if coalitions_per_batch is None and device.type == "cuda":
-                # Accelerators: batches sized by the free memory.
-                nbytes = activation_bytes_per_example(
-                    self.forward_func, biggest[0], biggest[2]
-                )
+            sample = tuple(x[:16] for x in biggest[0])
+            sample_extra = biggest[2]
+            if sample_extra is not None:
+                sample, sample_extra = biggest[0], biggest[2]
+            per_example = activation_bytes_per_example(
+                self.forward_func, sample, sample_extra
+            )
             game = NeuronGame(
                 self.forward_func,
                 self._layers,
@@ -677,7 +738,11 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 removal,
                 self.prefix_cache,
                 coalitions_per_batch
-                or auto_coalitions_per_batch(largest, device, bytes_per_example=nbytes),
+                or auto_coalitions_per_batch(
+                    largest,
+                    device,
+                    bytes_per_example=per_example if device.type == "cuda" else None,
+                ),
                 segment_cache=self._segment_cache,
                 # Enumeration is the ground truth: every coalition directly,
                 # so dummy and symmetric players come out exact to the bit.
@@ -693,7 +758,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     largest,
                     device,
                     segment_cache=True,
-                    bytes_per_example=nbytes,
+                    bytes_per_example=per_example if device.type == "cuda" else None,
                     incremental=game.uses_incremental,
                 )
             n_players = game.n_players
@@ -702,12 +767,17 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                     f"top_k must be smaller than the number of players "
                     f"({n_players}), got {top_k}"
                 )
+            self._check_memory(
+                game, exact, coalitions_per_batch, permutations_per_round,
+                n_permutations, largest, per_example, device,
+            )  # fmt: skip
             ends = game.evaluate(
                 torch.stack([torch.ones(n_players), torch.zeros(n_players)])
             )
             value_full, value_empty = ends[0].item(), ends[1].item()
+            layer_names = self._layer_names()
             common = dict(
-                layer_names=self._layer_names(),
+                layer_names=layer_names,
                 layer_sizes=list(game.layer_sizes),
                 value_full=value_full,
                 value_empty=value_empty,
@@ -721,26 +791,29 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             if exact:
                 result = self._exact(game, show_progress, common)
             else:
-                fp = fingerprint(
-                    dict(
+                fp = ""
+                if checkpoint is not None or is_dist:
+                    fp = run_fingerprint(
+                        self.forward_func,
+                        batches,
+                        target_given=target is not None
+                        or any(b[1] is not None for b in batches),
+                        layer_names=layer_names,
                         layer_sizes=list(game.layer_sizes),
-                        n_examples=n_examples,
-                        inputs_sum=round(
-                            float(sum(b[0][0].double().sum().item() for b in batches)),
-                            6,
+                        metric=metric if builtin else "callable",
+                        checkpoint_key=checkpoint_key,
+                        arguments=dict(
+                            metric_class=metric_class,
+                            n_permutations=n_permutations,
+                            removal=removal,
+                            truncation_tolerance=truncation_tolerance,
+                            top_k=top_k,
+                            bandit_delta=bandit_delta,
+                            bandit_tolerance=bandit_tolerance,
+                            seed=seed,
+                            permutations_per_round=permutations_per_round,
                         ),
-                        metric=common["metric"],
-                        metric_class=metric_class,
-                        n_permutations=n_permutations,
-                        removal=removal,
-                        truncation_tolerance=truncation_tolerance,
-                        top_k=top_k,
-                        bandit_delta=bandit_delta,
-                        bandit_tolerance=bandit_tolerance,
-                        seed=seed,
-                        permutations_per_round=permutations_per_round,
                     )
-                )
                 result = self._sample(
                     game,
                     n_permutations=n_permutations,
@@ -771,24 +844,41 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             return attributions, result
         return attributions
 
-    def _label_with_predictions(self, batches: List[Batch]) -> List[Batch]:
-        labeled = []
-        for inputs, labels, extra in batches:
-            if labels is None:
-                with torch.no_grad():
-                    out = (
-                        self.forward_func(*inputs)
-                        if extra is None
-                        else self.forward_func(*inputs, *extra)
-                    )
-                if out.dim() != 2:
-                    raise ValueError(
-                        "target=None with a built-in metric needs (N, classes) "
-                        f"outputs, got shape {tuple(out.shape)}"
-                    )
-                labels = out.argmax(-1)
-            labeled.append((inputs, labels, extra))
-        return labeled
+    @staticmethod
+    def _check_memory(
+        game: NeuronGame,
+        exact: bool,
+        coalitions_per_batch: Optional[int],
+        per_round: int,
+        n_permutations: int,
+        largest: int,
+        per_example: Optional[int],
+        device: torch.device,
+    ) -> None:
+        """Refuse numbers that would allocate more than half the memory: the
+        coalitions of one pass (each repeats the largest batch) and the walks
+        a round holds."""
+        p = game.n_players
+        if exact:
+            rows_per_call = min(game.coalitions_per_batch * 4, 2**p)
+        else:
+            rows_per_call = p * min(per_round, n_permutations)
+            check_memory(
+                "permutations_per_round",
+                per_round,
+                # per walk: its order, positions and a value per coalition
+                min(per_round, n_permutations) * p * 64,
+            )
+        if per_example is None:
+            per_example = sum(
+                4 * math.prod(shape) for shape in game.unit_shapes
+            )
+        rows = min(game.coalitions_per_batch, rows_per_call)
+        name = "coalitions_per_batch"
+        value: Any = coalitions_per_batch
+        if coalitions_per_batch is None:
+            name, value = "inputs (examples per batch)", largest
+        check_memory(name, value, rows * largest * per_example, device)
 
     # ----------------------------------------------------------------- exact
     def _exact(
@@ -1003,7 +1093,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         if checkpoint is not None:
             state = load_checkpoint(checkpoint, fp)
             if state is not None:
-                stats.load(state)
+                stats.load(state, n_permutations, checkpoint)
+        if is_dist:
+            resumed = state_digest(stats.state()) if stats.n_permutations else ""
+            _check_ranks_agree(seed, fp, resumed)
         value_full, value_empty = common["value_full"], common["value_empty"]
         settled = torch.zeros(p, dtype=torch.bool)
         last_saved = stats.n_permutations
