@@ -14,12 +14,10 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._core.layer._shapley_game import (
-    NeuronGame,
-    auto_coalitions_per_batch,
-    label_batches,
-    make_batches,
-)
+from ._core.layer.neuron_shapley.data import label_batches, make_batches
+from ._core.layer.neuron_shapley.game import ShapleyGame
+from ._core.layer.neuron_shapley.metrics import resolve_metric
+from ._core.layer.neuron_shapley.removal import resolve_removal
 from ._utils.hooks import preserve_model_state
 from ._utils.results import InterpretationResult, result_dataclass
 from ._utils.validation import check_positive_int, make_generator, model_device
@@ -140,8 +138,8 @@ def ablation_curve(
     """
     if not isinstance(scores, dict) or not scores:
         raise ValueError("scores must be a non-empty dict of name -> tensor")
-    if removal not in ("mean", "zero"):
-        raise ValueError(f"removal must be 'mean' or 'zero', got {removal!r}")
+    metric_obj = resolve_metric(metric, metric_class)
+    removal_obj = resolve_removal(removal)
     n_random = check_positive_int("n_random", n_random)
     ks = [int(k) for k in ks]
     if not ks or any(k < 0 for k in ks):
@@ -149,20 +147,15 @@ def ablation_curve(
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
     device = model_device(forward_func)
-    builtin = isinstance(metric, str)
+    builtin = metric_obj.builtin
     batches, _ = make_batches(inputs, target, None, batch_size, device, builtin)
     with preserve_model_state(forward_func):
         if builtin:
             batches = label_batches(forward_func, batches, metric, metric_class)
-        game = NeuronGame(
-            forward_func,
-            [layer],
-            batches,
-            metric,
-            metric_class,
-            removal,
-            True,
-            auto_coalitions_per_batch(max(b[0][0].shape[0] for b in batches), device),
+        # Each mask is one coalition, not a walk: the breadth-first engines
+        # (no "incremental") evaluate them directly.
+        game = ShapleyGame(
+            forward_func, [layer], batches, metric_obj, removal_obj, exact=True
         )
         n_units = game.n_players
         if max(ks) > n_units:
@@ -198,8 +191,8 @@ def ablation_curve(
         random_mean=random.mean(0),
         random_std=random.std(0) if n_random > 1 else torch.zeros(len(ks)),
         names=names,
-        metric=metric if isinstance(metric, str) else "metric",
-        removal=removal,
+        metric=metric_obj.name,
+        removal=removal_obj.name,
     )
 
 

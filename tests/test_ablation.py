@@ -24,7 +24,8 @@ def test_shapley_top_k_hurts_more_than_random_and_conductance(digits, tmp_path):
     # conv2 (32 filters): on this model, removing its top Shapley filters
     # hurts accuracy more than random ones and Conductance's top filters
     ns = NeuronShapley(model, model.conv2)
-    shapley = ns.attribute(x, target=y, n_permutations=10, seed=0)
+    result = ns.interpret(x, target=y, n_permutations=10, seed=0)
+    shapley = result.values.float()
     conductance = conductance_channel_scores(model, model.conv2, x, y, n_steps=10)
     gradcam = gradcam_channel_scores(model, model.conv2, x, y)
     assert conductance.shape == gradcam.shape == (32,)
@@ -34,7 +35,7 @@ def test_shapley_top_k_hurts_more_than_random_and_conductance(digits, tmp_path):
         {"shapley": shapley, "conductance": conductance, "gradcam": gradcam},
         target=y, ks=ks, n_random=10,
     )  # fmt: skip
-    full = ns.last_result.value_full
+    full = result.value_full
     for name in ("shapley", "conductance", "gradcam", "random"):
         assert curve.curve(name)[0].item() == pytest.approx(full)
     s, c, r = curve.curve("shapley"), curve.curve("conductance"), curve.curve("random")

@@ -37,14 +37,15 @@ x, y = data.test_inputs[:120], data.test_labels[:120]
 # Shapley values of the filters for the accuracy
 # ----------------------------------------------
 # Removed filters output their mean activation map (``removal="mean"``). We
-# sample 12 permutations; the statistics (standard errors, evaluations) are
-# returned with ``return_stats=True``. Efficiency: the values add up to the
-# accuracy lost when every filter is removed.
+# sample 12 permutations. ``attribute`` returns the values, as Captum's
+# attributions do; ``interpret`` returns them with their statistics
+# (standard errors, confidence bounds, evaluations). Efficiency: the values
+# add up to the accuracy lost when every filter is removed.
 
 ns = NeuronShapley(model, model.conv2)
-values, stats = ns.attribute(
-    x, target=y, metric="accuracy", n_permutations=12, seed=0, return_stats=True
-)
+stats = ns.interpret(x, target=y, metric="accuracy", n_permutations=12, seed=0)
+values = stats.values.float()
+print("engine:", stats.engine)
 print(f"V(all) = {stats.value_full:.3f}, V(none) = {stats.value_empty:.3f}")
 print(f"sum of values = {values.sum():.3f}, evaluations = {stats.n_evaluations}")
 print("top filters:", stats.top_players(5))

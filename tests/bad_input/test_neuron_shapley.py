@@ -388,9 +388,9 @@ def checkpoint_of_another_callable_metric(model, tmp_path):
     ckpt = tmp_path / "c.ckpt"
     _refused(
         model, ckpt, "checkpoint_key",
-        lambda: _ckpt_run(model, x, y, ckpt, metric=lambda o, t: o[:, 0].mean(),
+        lambda: _ckpt_run(model, x, y, ckpt, metric=lambda o, t: o[:, 0].abs().mean(),
                           checkpoint_key="mean logit 0"),
-        lambda: _ckpt_run(model, x, y, ckpt, metric=lambda o, t: o[:, 1].mean(),
+        lambda: _ckpt_run(model, x, y, ckpt, metric=lambda o, t: o[:, 1].abs().mean(),
                           checkpoint_key="mean logit 1"),
     )  # fmt: skip
 
@@ -434,7 +434,7 @@ def checkpoint_edited_by_hand(model, tmp_path):
 
 @case
 def checkpoint_with_statistics_of_the_wrong_shape(model, tmp_path):
-    from captum_inverseset._core.layer import _shapley_checkpoint as ck
+    from captum_inverseset._core.layer.neuron_shapley import checkpoint as ck
 
     x, y = _data()
     ckpt = tmp_path / "c.ckpt"

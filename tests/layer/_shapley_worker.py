@@ -40,7 +40,7 @@ def run(checkpoint=None, slow=False, distributed=False, top_k=None, seed=11):
         return -torch.nn.functional.cross_entropy(out, target)
 
     ns = NeuronShapley(model, model.relu)
-    _, stats = ns.attribute(
+    return ns.interpret(
         x,
         target=model(x).argmax(1),
         metric=metric,
@@ -54,9 +54,7 @@ def run(checkpoint=None, slow=False, distributed=False, top_k=None, seed=11):
         checkpoint_every=4,
         checkpoint_key="negative cross-entropy",
         distributed=distributed,
-        return_stats=True,
     )
-    return stats
 
 
 def _kill_during_save(at_save: int, when: str) -> None:
