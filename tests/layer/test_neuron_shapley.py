@@ -312,17 +312,20 @@ def test_segment_cache_falls_back_on_a_resnet_block():
     (a, sa), (b, sb), (c, sc) = _three_paths(
         head, [block.conv1, block.conv2], x, y, metric="loss", n_permutations=2
     )
+    # the skip crosses the player layers: "auto" takes the graph engine
+    assert sa.engine == "graph" and sb.engine == "prefix" and sc.engine == "hooks"
     assert not sa.segment_cache and sa.prefix_cache and not sc.prefix_cache
     for ta, tb, tc in zip(a, b, c):
         torch.testing.assert_close(ta, tc, atol=1e-6, rtol=0)
         torch.testing.assert_close(tb, tc, atol=1e-6, rtol=0)
-    # The block alone: its input is the skip, nothing can be cached.
+    # The block alone: its input is the skip, no prefix to split off; the
+    # graph engine still applies.
     kw = dict(metric=lambda out, _: out.mean(), n_permutations=2)
     xb = torch.rand(6, 8, 4, 4)
     (d, sd), (e, _) = _three_paths(
         block, [block.conv1, block.conv2], xb, None, ("auto", "hooks"), **kw
     )
-    assert not sd.segment_cache and not sd.prefix_cache and sd.engine == "hooks"
+    assert not sd.segment_cache and sd.engine == "graph"
     for td, te in zip(d, e):
         torch.testing.assert_close(td, te, atol=1e-6, rtol=0)
     for engine in ("prefix", "segments", "incremental"):

@@ -105,10 +105,10 @@ def random_masks(gen: torch.Generator, n_players: int) -> torch.Tensor:
     return torch.cat([torch.stack(rows), walk])
 
 
-def _game(model, layers, batches, metric, removal, engine, rows):
+def _game(model, layers, batches, metric, removal, engine, rows, budget=None):
     return ShapleyGame(
         model, layers, batches, resolve_metric(metric), resolve_removal(removal),
-        engine=engine, rows_per_pass=rows,
+        engine=engine, rows_per_pass=rows, memory_budget=budget,
     )  # fmt: skip
 
 
@@ -144,7 +144,8 @@ def test_every_engine_returns_the_reference_values(seed):
         game.start_walk()
         got = game.evaluate(masks)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=name)
-    assert "prefix" in applied  # every random model is traceable
+    # every random model is traceable
+    assert "prefix" in applied and "graph" in applied
     # the segment engines apply exactly when the model is a chain through
     # the player layers (the residual block's skip crosses its layers)
     call_order = [m for m in model.modules() if any(m is layer for layer in layers)]
@@ -177,3 +178,70 @@ def test_the_property_test_covers_every_engine():
             except ValueError:
                 pass
     assert seen == set(ENGINES), seen
+
+
+@pytest.mark.parametrize("seed", [0, 3, 7, 11])
+def test_graph_engine_under_a_tiny_memory_budget_splits_and_keeps_the_values(seed):
+    """A budget below one coalition's activations: the passes are split down
+    to single coalitions and slices of the examples, with the same values."""
+    model, candidates, shape, n_classes, _ = random_case(seed)
+    layers = candidates[:3]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(9, *shape, generator=gen)
+    batches = [((x,), torch.randint(0, n_classes, (9,), generator=gen), None)]
+    reference = _game(model, layers, batches, "loss", "mean", "hooks", 64)
+    masks = random_masks(gen, reference.n_players)
+    expected = reference.evaluate(masks)
+    roomy = _game(model, layers, batches, "loss", "mean", "graph", 64)
+    tight = _game(model, layers, batches, "loss", "mean", "graph", 64, budget=2000)
+    plan = tight.engine.plan(masks)
+    assert len(plan.detail) == masks.shape[0]  # one coalition per sub-pass
+    assert max(sub.example_slices for sub in plan.detail) > 1
+    assert len(roomy.engine.plan(masks).detail) == 1
+    for game in (roomy, tight):
+        torch.testing.assert_close(game.evaluate(masks), expected, atol=1e-5, rtol=1e-5)
+
+
+TORCHVISION = {
+    "resnet18": dict(),
+    "resnet50": dict(),
+    "vgg11": dict(),
+    "googlenet": dict(aux_logits=False, init_weights=True),
+    "inception_v3": dict(aux_logits=False, init_weights=True),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(TORCHVISION))
+def test_graph_engine_on_torchvision_architectures_with_every_conv_filter(arch):
+    """All convolution filters as one player set (weights=None, tiny inputs):
+    the graph engine applies and equals the hook engine on walk coalitions."""
+    import warnings
+
+    import torchvision
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = getattr(torchvision.models, arch)(weights=None, **TORCHVISION[arch])
+    model = model.eval()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    size = 75 if arch == "inception_v3" else 32
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    batches = [((x,), y, None)]
+    graph = _game(model, convs, batches, "loss", "mean", "graph", 16)
+    assert graph.engine_name == "graph"
+    auto = _game(model, convs, batches, "loss", "mean", "auto", 16)
+    assert auto.engine_name in ("graph", "segments", "incremental")
+    hooks = _game(model, convs, batches, "loss", "mean", "hooks", 16)
+    gen = torch.Generator().manual_seed(1)
+    p = graph.n_players
+    rank_of = torch.empty(p, dtype=torch.long)
+    rank_of[torch.randperm(p, generator=gen)] = torch.arange(p)
+    masks = rank_of.unsqueeze(0) >= torch.linspace(0, p, 6).long().unsqueeze(1)
+    masks = torch.cat([masks.float(), (torch.rand(2, p, generator=gen) < 0.5).float()])
+    torch.testing.assert_close(
+        graph.evaluate(masks), hooks.evaluate(masks), atol=1e-4, rtol=1e-4
+    )
+    assert count_hooks(model) == 0

@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _TMP_TAG = ".tmp-neuronshapley-"
 
 

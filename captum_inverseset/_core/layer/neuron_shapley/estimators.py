@@ -77,19 +77,52 @@ class ExactEnumeration:
 class TopKBandit:
     r"""Separate the top ``k`` players from the rest (the paper's bandit).
 
-    After every round, each player's empirical Bernstein interval at
-    ``delta`` (:meth:`~.run_state.RunStatistics.radius`) is compared with the
-    k-th and (k+1)-th largest estimates; a player whose interval lies above
-    the (k+1)-th minus :math:`\epsilon` or below the k-th plus
-    :math:`\epsilon` is settled, and later walks only evaluate the
-    coalitions next to the unsettled players.
+    After every round, each player's empirical Bernstein interval
+    (:meth:`~.run_state.RunStatistics.radius`) is compared with the k-th and
+    (k+1)-th largest estimates; a player whose interval lies above the
+    (k+1)-th minus :math:`\epsilon` or below the k-th plus :math:`\epsilon`
+    is settled, and later walks only evaluate the coalitions next to the
+    unsettled players.
+
+    Args:
+        k: the top ``k``.
+        delta: failure probability of the whole decision: with
+            ``union_bound``, each of the :math:`P` intervals is at
+            :math:`\delta / P` (a union bound over the players, which the
+            paper's code lacks); otherwise each at :math:`\delta`.
+        epsilon: the :math:`\epsilon` of an epsilon-approximate top ``k``.
+        union_bound: see ``delta``.
+        min_samples: a player is settled only after this many of its
+            contributions were *evaluated* (not set to 0 by truncation), so
+            a player every walk truncated before is never settled on zeros.
+        value_range: the width of the interval the marginal contributions
+            lie in (the range term of the bound; from the metric's known
+            range when it has one); None uses each player's observed range.
     """
 
-    def __init__(self, k: int, delta: float, epsilon: float = 0.0) -> None:
+    def __init__(
+        self,
+        k: int,
+        delta: float,
+        epsilon: float = 0.0,
+        union_bound: bool = True,
+        min_samples: int = 10,
+        value_range: Optional[float] = None,
+    ) -> None:
         self.k, self.delta, self.epsilon = k, delta, epsilon
+        self.union_bound = union_bound
+        self.min_samples = min_samples
+        self.value_range = value_range
+
+    def player_delta(self, n_players: int) -> float:
+        """The failure probability of each player's interval."""
+        return self.delta / n_players if self.union_bound else self.delta
 
     def settled(self, stats: RunStatistics) -> torch.Tensor:
-        return stats.settled(self.k, self.delta, self.epsilon)
+        delta = self.player_delta(stats.sums.numel())
+        return stats.settled(
+            self.k, delta, self.epsilon, self.value_range, self.min_samples
+        )
 
 
 def walk_plan(
@@ -123,13 +156,16 @@ def record(
     perm: torch.Tensor,
     active_pos: torch.Tensor,
     value_at: Callable[[int], float],
+    truncated_at: Optional[int] = None,
 ) -> None:
-    """Add the marginal ``V(pos - 1) - V(pos)`` of each active player."""
+    """Add the marginal ``V(pos - 1) - V(pos)`` of each active player (those
+    after ``truncated_at`` are zeros, not evaluations)."""
     marginals = torch.tensor(
         [value_at(i - 1) - value_at(i) for i in active_pos.tolist()],
         dtype=torch.float64,
     )
-    stats.add(perm[active_pos - 1], marginals)
+    evaluated = None if truncated_at is None else active_pos <= truncated_at
+    stats.add(perm[active_pos - 1], marginals, evaluated)
 
 
 class PermutationSampling:
@@ -138,13 +174,19 @@ class PermutationSampling:
     Args:
         n_permutations: permutations in total (over all ranks).
         truncation_tolerance: stop a walk once :math:`|V(S) - V(\\emptyset)|`
-            is below this (None: walk to the end).
+            is below this for ``truncation_patience`` consecutive evaluated
+            coalitions (None: walk to the end).
         seed: the run's seed; permutation ``i`` is drawn from
             :func:`~.run_state.permutation_seed` ``(seed, i)``.
         per_round: permutations between two bandit decisions, all-reduces,
             checkpoints and callbacks.
         delta: failure probability of the reported confidence bounds (the
-            bandit's ``delta`` when there is one).
+            bandit's per-player one when there is a bandit).
+        truncation_patience: consecutive evaluations near
+            :math:`V(\\emptyset)` that end a walk (1: the first; the paper's
+            code: 6).
+        value_range: the width of the marginals' interval for the reported
+            bounds (see :class:`TopKBandit`).
         bandit: a :class:`TopKBandit`, or None.
         callback: called after every round with the
             :class:`~.run_state.RunStatistics`; a true return value ends the
@@ -160,8 +202,12 @@ class PermutationSampling:
         delta: float = 0.05,
         bandit: Optional[TopKBandit] = None,
         callback: Optional[Callable[[RunStatistics], Any]] = None,
+        truncation_patience: int = 1,
+        value_range: Optional[float] = None,
     ) -> None:
-        self.delta = bandit.delta if bandit is not None else delta
+        self.delta = delta
+        self.patience = truncation_patience
+        self.value_range = bandit.value_range if bandit is not None else value_range
         self.n_permutations = n_permutations
         self.tolerance = truncation_tolerance
         self.seed = seed
@@ -231,8 +277,14 @@ class PermutationSampling:
 
     def _fields(self, stats: RunStatistics, settled: torch.Tensor) -> Dict[str, Any]:
         means = stats.means()
-        radius = stats.radius(self.delta)
+        delta = self.delta
+        if self.bandit is not None:
+            delta = self.bandit.player_delta(stats.sums.numel())
+        radius = stats.radius(delta, self.value_range)
         return dict(
+            evaluated_counts=stats.evaluated.clone(),
+            settled=settled.clone() if self.bandit is not None else None,
+            bound_delta=delta,
             values=means,
             standard_errors=torch.sqrt(stats.variances() / stats.counts.clamp(min=1)),
             lower_bounds=means - radius,
@@ -263,6 +315,7 @@ class PermutationSampling:
         game.start_walk()
         known = {0: value_full, p: value_empty}
         truncated_at: Optional[int] = None
+        streak = 0
         chunk = game.rows_per_pass
         if tolerance is not None:
             # Truncation can only skip what has not been evaluated yet: walk
@@ -274,12 +327,10 @@ class PermutationSampling:
             stats.n_evaluations += positions.numel()
             for pos, v in zip(positions.tolist(), vals.tolist()):
                 known[pos] = v
-                if (
-                    tolerance is not None
-                    and truncated_at is None
-                    and abs(v - value_empty) < tolerance
-                ):
-                    truncated_at = pos
+                if tolerance is not None and truncated_at is None:
+                    streak = streak + 1 if abs(v - value_empty) < tolerance else 0
+                    if streak >= self.patience:
+                        truncated_at = pos
             if truncated_at is not None:
                 break
 
@@ -288,7 +339,7 @@ class PermutationSampling:
                 return known[truncated_at]
             return known[pos]
 
-        record(stats, perm, active_pos, value_at)
+        record(stats, perm, active_pos, value_at, truncated_at)
 
     def _walk_many(
         self,
@@ -309,6 +360,7 @@ class PermutationSampling:
         # coalitions of one walk share upstream segments, so a walk is not
         # split between passes unless it is larger than one.
         values: List[float] = []
+        per_pass = game.rows_per_pass
 
         def evaluate(group: List[torch.Tensor]) -> None:
             game.start_walk()
@@ -317,7 +369,18 @@ class PermutationSampling:
         group: List[torch.Tensor] = []
         rows = 0
         for _, (_, needed, rank_of) in plans:
-            if group and rows + needed.numel() > game.rows_per_pass:
+            if needed.numel() > per_pass:
+                # A walk larger than a pass, one pass at a time: its masks
+                # are built per pass, never all P x P of them at once.
+                if group:
+                    evaluate(group)
+                    group, rows = [], 0
+                game.start_walk()
+                for start in range(0, needed.numel(), per_pass):
+                    chunk = coalitions(rank_of, needed[start : start + per_pass])
+                    values.extend(game.evaluate(chunk).tolist())
+                continue
+            if group and rows + needed.numel() > per_pass:
                 evaluate(group)
                 group, rows = [], 0
             group.append(coalitions(rank_of, needed))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ...._utils.hooks import capture_layer
+from ...._utils.memory import available_memory
 from ...._utils.module_probe import leaf_output_bytes, record_call_order
 from ...._utils.validation import model_device
 from .data import Batch, call_model
@@ -49,6 +50,9 @@ class ShapleyGame:
             engine that evaluates every coalition directly).
         cache_bytes: memory the engines may keep across calls (prefix
             activations, per-channel contributions).
+        memory_budget: bytes the activations of one forward pass may take
+            (the graph engine splits its passes to stay below); None is a
+            quarter of the memory available on the model's device.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class ShapleyGame:
         rows_per_pass: Optional[int] = None,
         exact: bool = False,
         cache_bytes: int = 2**30,
+        memory_budget: Optional[int] = None,
     ) -> None:
         self.forward_func = forward_func
         self.layers = list(layers)
@@ -72,6 +77,9 @@ class ShapleyGame:
         self.cache_bytes = cache_bytes
         self.n_forward_passes = 0
         self._structures: Dict[str, Any] = {}
+        if memory_budget is None:
+            memory_budget = available_memory(batches[0][0][0].device) // 4
+        self.memory_budget = int(memory_budget)
         self._measure_layers()
         self.fills = removal.fills(self.layers, self.means)
         self.engine = select_engine(self, engine)

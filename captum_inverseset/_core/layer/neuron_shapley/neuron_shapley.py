@@ -138,9 +138,13 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         n_permutations: int = 200,
         removal: str = "mean",
         truncation_tolerance: Optional[float] = None,
+        truncation_patience: int = 1,
         top_k: Optional[int] = None,
         bandit_delta: float = 0.05,
         bandit_tolerance: float = 0.0,
+        bandit_union_bound: bool = True,
+        bandit_min_samples: int = 10,
+        bandit_value_range: Any = None,
         exact: bool = False,
         seed: Optional[int] = 0,
         batch_size: Optional[int] = None,
@@ -153,6 +157,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         show_progress: bool = False,
         engine: Optional[str] = None,
         callback: Optional[Callable[[Any], Any]] = None,
+        max_memory: Optional[int] = None,
         return_stats: bool = False,
     ) -> Any:
         r"""Estimate the Shapley value of every player (neuron).
@@ -193,17 +198,39 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 permutation once :math:`|V(S) - V(\emptyset)|` is below this;
                 None walks every permutation to the end (unbiased, exact
                 efficiency). Default: None
+            truncation_patience (int, optional): a walk is truncated once
+                ``truncation_patience`` consecutive evaluated coalitions are
+                within ``truncation_tolerance`` of :math:`V(\emptyset)`. 1
+                stops at the first; the paper's code waits for more than 5
+                consecutive removals (``truncation_patience=6``).
+                Default: 1
             top_k (int, optional): only separate the top ``k`` players from
                 the rest, with a bandit on empirical Bernstein bounds; stops
                 early once every player is settled. Default: None
-            bandit_delta (float, optional): failure probability of each
-                confidence interval (also of the reported bounds).
-                Default: 0.05
+            bandit_delta (float, optional): failure probability of the
+                bandit's decisions: with ``bandit_union_bound``, each
+                player's interval (also the reported bounds) is at
+                ``bandit_delta / P``. Default: 0.05
             bandit_tolerance (float, optional): :math:`\epsilon` of an
                 :math:`\epsilon`-approximate top ``k``: a player is settled
                 once its interval lies above the (k+1)-th estimate minus
                 :math:`\epsilon` or below the k-th estimate plus
                 :math:`\epsilon`. Default: 0.0
+            bandit_union_bound (bool, optional): a union bound over the
+                :math:`P` players (the paper's code has none), so that all
+                decisions hold together with probability
+                ``1 - bandit_delta``. Default: True
+            bandit_min_samples (int, optional): a player is settled only
+                after this many of its contributions were evaluated (not set
+                to 0 by truncation). Default: 10
+            bandit_value_range (tuple, str or None, optional): ``(low,
+                high)``, the range of the metric, whose width bounds the
+                marginal contributions (the range term of the bound); None
+                uses the metric's known range ([0, 1] for the accuracies)
+                and each player's observed range for other metrics;
+                ``"observed"`` always the observed range (not a valid bound:
+                it is 0 while a player's contributions are all equal).
+                Default: None
             exact (bool, optional): enumerate all :math:`2^P` coalitions
                 (at most 20 players). Default: False
             seed (int, optional): seed of the permutations; None draws one.
@@ -246,15 +273,24 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 split at each, every segment once per distinct upstream
                 mask), ``"incremental"`` (the segments depth first, the
                 layer after each player layer updated one removed channel at
-                a time) or ``"auto"``: the fastest that applies
-                (incremental on a CPU with at least 96 examples per batch,
-                then segments, prefix, hooks). A named engine that does not
-                apply raises. None is ``"auto"``. Default: None
+                a time), ``"graph"`` (any traced network, residual
+                connections and branches included: each node once per
+                distinct mask of the player layers upstream of it, memory
+                bounded by ``max_memory``) or ``"auto"``: the fastest that
+                applies (incremental on a CPU with at least 96 examples per
+                batch, then segments, graph, prefix, hooks). A named engine
+                that does not apply raises. None is ``"auto"``.
+                Default: None
             callback (Callable, optional): called after every round with
                 the running statistics (``n_permutations``,
                 ``n_evaluations``, ``counts``, ``means()``,
                 ``variances()``, ``radius(delta)``, ``settled(k, delta)``);
                 a true return value ends the run there. Default: None
+            max_memory (int, optional): bytes the activations of one forward
+                pass may take; the ``"graph"`` engine splits its passes
+                (down to one coalition and slices of the examples) to stay
+                below. None: a quarter of the memory available on the
+                model's device. Default: None
             return_stats (bool, optional): deprecated, use :meth:`interpret`;
                 also return the :class:`NeuronShapleyResult`.
                 Default: False
@@ -354,6 +390,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 engine=opts.engine,
                 rows_per_pass=opts.coalitions_per_batch,
                 exact=opts.exact,
+                memory_budget=opts.max_memory,
             )
             if opts.top_k is not None and opts.top_k >= game.n_players:
                 raise ValueError(
@@ -421,7 +458,14 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             )
         bandit = None
         if opts.top_k is not None:
-            bandit = TopKBandit(opts.top_k, opts.bandit_delta, opts.bandit_tolerance)
+            bandit = TopKBandit(
+                opts.top_k,
+                opts.bandit_delta,
+                opts.bandit_tolerance,
+                union_bound=opts.bandit_union_bound,
+                min_samples=opts.bandit_min_samples,
+                value_range=opts.marginal_range(),
+            )
         estimator = PermutationSampling(
             opts.n_permutations,
             opts.truncation_tolerance,
@@ -430,6 +474,8 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             delta=opts.bandit_delta,
             bandit=bandit,
             callback=opts.callback,
+            truncation_patience=opts.truncation_patience,
+            value_range=opts.marginal_range(),
         )
         checkpoint = RunCheckpoint(opts.checkpoint, opts.checkpoint_every, fp, rank)
         return estimator.run(

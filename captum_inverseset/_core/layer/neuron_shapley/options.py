@@ -49,6 +49,11 @@ class ShapleyOptions:
     show_progress: bool = False
     engine: str = "auto"
     callback: Optional[Callable[[Any], Any]] = None
+    max_memory: Optional[int] = None
+    truncation_patience: int = 1
+    bandit_union_bound: bool = True
+    bandit_min_samples: int = 10
+    bandit_value_range: Any = None
 
     @classmethod
     def checked(
@@ -101,6 +106,21 @@ class ShapleyOptions:
             raise ValueError(
                 f"engine must be 'auto' or one of {tuple(ENGINES)}, got {o.engine!r}"
             )
+        o.truncation_patience = check_positive_int(
+            "truncation_patience", o.truncation_patience
+        )
+        if not isinstance(o.bandit_union_bound, bool):
+            raise ValueError("bandit_union_bound must be True or False")
+        if isinstance(o.bandit_min_samples, bool) or not (
+            isinstance(o.bandit_min_samples, int) and o.bandit_min_samples >= 0
+        ):
+            raise ValueError(
+                "bandit_min_samples must be an integer >= 0, got "
+                f"{o.bandit_min_samples!r}"
+            )
+        o._check_value_range()
+        if o.max_memory is not None:
+            o.max_memory = check_positive_int("max_memory", o.max_memory)
         if o.callback is not None and not callable(o.callback):
             raise ValueError("callback must be None or a callable")
         if o.checkpoint_key is not None and not isinstance(o.checkpoint_key, str):
@@ -111,6 +131,32 @@ class ShapleyOptions:
         if o.checkpoint is not None:
             o._check_checkpoint(forward_func)
         return o
+
+    def _check_value_range(self) -> None:
+        r = self.bandit_value_range
+        if r is None or r == "observed":
+            return
+        if not isinstance(r, (tuple, list)) or len(r) != 2:
+            raise ValueError(
+                "bandit_value_range must be None, 'observed' or (low, high), got "
+                f"{r!r}"
+            )
+        lo = check_number("bandit_value_range[0]", r[0])
+        hi = check_number("bandit_value_range[1]", r[1])
+        if not hi > lo:
+            raise ValueError(f"bandit_value_range must have low < high, got {r!r}")
+        self.bandit_value_range = (lo, hi)
+
+    def marginal_range(self) -> Optional[float]:
+        """Width of the interval a marginal contribution lies in: twice the
+        width of the metric's range (given or known), None when unknown or
+        ``bandit_value_range="observed"`` (each player's observed range)."""
+        r = self.bandit_value_range
+        if r == "observed":
+            return None
+        if r is None:
+            r = self.metric.value_range
+        return None if r is None else 2.0 * (r[1] - r[0])
 
     def _check_checkpoint(self, forward_func: Any) -> None:
         if not isinstance(self.checkpoint, (str, os.PathLike)):
@@ -150,6 +196,10 @@ class ShapleyOptions:
             bandit_tolerance=self.bandit_tolerance,
             seed=seed,
             permutations_per_round=self.permutations_per_round,
+            truncation_patience=self.truncation_patience,
+            bandit_union_bound=self.bandit_union_bound,
+            bandit_min_samples=self.bandit_min_samples,
+            bandit_value_range=self.bandit_value_range,
         )
 
 

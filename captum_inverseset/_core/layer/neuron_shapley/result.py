@@ -33,6 +33,13 @@ class NeuronShapleyResult(InterpretationResult):
         value_empty (float): :math:`V(\emptyset)`, every neuron removed.
         top_k (int or None): the bandit's k.
         top_k_settled (bool): whether the bandit separated the top k.
+        settled (Tensor or None): per player, whether the bandit decided its
+            membership of the top k (None without a bandit).
+        evaluated_counts (Tensor): per player, the contributions actually
+            computed (the rest of ``counts`` are zeros of truncated walks).
+        bound_delta (float): failure probability of each player's interval
+            ``[lower_bounds, upper_bounds]`` (``bandit_delta / P`` with the
+            union bound).
         exact (bool): whether values come from full enumeration.
         engine (str): the engine that evaluated the coalitions (see
             :meth:`NeuronShapley.attribute`, ``engine=``).
@@ -59,6 +66,9 @@ class NeuronShapleyResult(InterpretationResult):
     value_empty: Any = None
     top_k: Any = None
     top_k_settled: Any = None
+    settled: Optional[Tensor] = None
+    evaluated_counts: Optional[Tensor] = None
+    bound_delta: Any = None
     exact: Any = None
     engine: Any = None
     prefix_cache: Any = None

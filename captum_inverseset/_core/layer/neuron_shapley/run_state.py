@@ -59,14 +59,17 @@ class RunStatistics:
 
     This is what a ``callback`` of :meth:`NeuronShapley.attribute` receives
     after every round: ``n_permutations`` and ``n_evaluations`` so far, per
-    player ``counts``, :meth:`means`, :meth:`variances` and the empirical
-    Bernstein :meth:`radius` of each mean.
+    player ``counts`` (contributions recorded) and ``evaluated`` (those of
+    them computed rather than set to 0 by truncation), :meth:`means`,
+    :meth:`variances`, the empirical Bernstein :meth:`radius` of each mean
+    and the players :meth:`settled` for a top ``k``.
     """
 
     def __init__(self, n_players: int) -> None:
         self.sums = torch.zeros(n_players, dtype=torch.float64)
         self.squares = torch.zeros(n_players, dtype=torch.float64)
         self.counts = torch.zeros(n_players, dtype=torch.float64)
+        self.evaluated = torch.zeros(n_players, dtype=torch.float64)
         # Per-player observed range of the contributions (the range term of
         # the empirical Bernstein bound).
         self.min_marginal = torch.full((n_players,), math.inf, dtype=torch.float64)
@@ -74,10 +77,22 @@ class RunStatistics:
         self.n_evaluations = 0
         self.n_permutations = 0
 
-    def add(self, players: torch.Tensor, marginals: torch.Tensor) -> None:
+    def add(
+        self,
+        players: torch.Tensor,
+        marginals: torch.Tensor,
+        evaluated: Optional[torch.Tensor] = None,
+    ) -> None:
+        """Record ``marginals`` of ``players``; ``evaluated`` (bool) marks
+        those computed (the others are the zeros a truncated walk gives)."""
         self.sums.index_add_(0, players, marginals)
         self.squares.index_add_(0, players, marginals**2)
-        self.counts.index_add_(0, players, torch.ones_like(marginals))
+        ones = torch.ones_like(marginals)
+        self.counts.index_add_(0, players, ones)
+        if evaluated is None:
+            self.evaluated.index_add_(0, players, ones)
+        else:
+            self.evaluated.index_add_(0, players[evaluated], ones[evaluated])
         self.min_marginal.scatter_reduce_(0, players, marginals, reduce="amin")
         self.max_marginal.scatter_reduce_(0, players, marginals, reduce="amax")
 
@@ -86,6 +101,7 @@ class RunStatistics:
         self.sums += other.sums
         self.squares += other.squares
         self.counts += other.counts
+        self.evaluated += other.evaluated
         self.min_marginal = torch.minimum(self.min_marginal, other.min_marginal)
         self.max_marginal = torch.maximum(self.max_marginal, other.max_marginal)
         self.n_evaluations += other.n_evaluations
@@ -94,22 +110,38 @@ class RunStatistics:
     def means(self) -> torch.Tensor:
         return self.sums / self.counts.clamp(min=1)
 
-    def radius(self, delta: float) -> torch.Tensor:
-        """Empirical Bernstein radius of each player's mean at ``delta``."""
-        value_range = (self.max_marginal - self.min_marginal).clamp(min=0)
-        return bernstein_radius(self.variances(), self.counts, value_range, delta)
+    def radius(self, delta: float, value_range: Optional[float] = None) -> torch.Tensor:
+        """Empirical Bernstein radius of each player's mean at ``delta``.
+
+        ``value_range`` is the width of the interval every marginal
+        contribution lies in (for a metric with values in ``[lo, hi]``, a
+        marginal lies in ``[lo - hi, hi - lo]``: width ``2 (hi - lo)``);
+        None uses each player's observed range, which is not a bound (it is
+        0 while all of a player's contributions were equal)."""
+        if value_range is None:
+            spread = (self.max_marginal - self.min_marginal).clamp(min=0)
+        else:
+            spread = torch.full_like(self.sums, float(value_range))
+        return bernstein_radius(self.variances(), self.counts, spread, delta)
 
     def settled(
-        self, top_k: int, delta: float, epsilon: float = 0.0
+        self,
+        top_k: int,
+        delta: float,
+        epsilon: float = 0.0,
+        value_range: Optional[float] = None,
+        min_samples: int = 0,
     ) -> torch.Tensor:
         """Players whose interval at ``delta`` lies above the (k+1)-th
-        largest mean minus ``epsilon`` or below the k-th plus ``epsilon``:
-        their membership of an epsilon-approximate top ``k`` is decided."""
+        largest mean minus ``epsilon`` or below the k-th plus ``epsilon``
+        (their membership of an epsilon-approximate top ``k`` is decided),
+        among those with at least ``min_samples`` evaluated contributions."""
         means = self.means()
-        radius = self.radius(delta)
+        radius = self.radius(delta, value_range)
         ranked = torch.sort(means, descending=True).values
         kth, next_ = ranked[top_k - 1], ranked[top_k]
-        return (means - radius > next_ - epsilon) | (means + radius < kth + epsilon)
+        decided = (means - radius > next_ - epsilon) | (means + radius < kth + epsilon)
+        return decided & (self.evaluated >= min_samples)
 
     def variances(self) -> torch.Tensor:
         n = self.counts
@@ -122,6 +154,7 @@ class RunStatistics:
             "sums": self.sums,
             "squares": self.squares,
             "counts": self.counts,
+            "evaluated": self.evaluated,
             "min_marginal": self.min_marginal,
             "max_marginal": self.max_marginal,
             "n_evaluations": self.n_evaluations,
@@ -137,19 +170,25 @@ class RunStatistics:
             return ValueError(f"checkpoint {where!r} is corrupt: {what}")
 
         tensors = {}
-        for key in ("sums", "squares", "counts", "min_marginal", "max_marginal"):
+        names = ("sums", "squares", "counts", "evaluated", "min_marginal",
+                 "max_marginal")  # fmt: skip
+        for key in names:
             t = state.get(key)
             if not torch.is_tensor(t) or not t.is_floating_point():
                 raise bad(f"{key} is not a float tensor")
             if tuple(t.shape) != (p,):
                 raise bad(f"{key} has shape {tuple(t.shape)}, expected ({p},)")
             tensors[key] = t.double()
-        for key in ("sums", "squares", "counts"):
+        for key in ("sums", "squares", "counts", "evaluated"):
             if not bool(torch.isfinite(tensors[key]).all()):
                 raise bad(f"{key} holds NaN or infinite values")
         counts = tensors["counts"]
-        if bool((counts < 0).any()) or not bool((counts == counts.round()).all()):
-            raise bad("counts are not non-negative integers")
+        for key in ("counts", "evaluated"):
+            c = tensors[key]
+            if bool((c < 0).any()) or not bool((c == c.round()).all()):
+                raise bad(f"{key} are not non-negative integers")
+        if bool((tensors["evaluated"] > counts).any()):
+            raise bad("evaluated exceed counts")
         if bool((tensors["squares"] < 0).any()):
             raise bad("squares are negative")
         seen = counts > 0
@@ -172,6 +211,7 @@ class RunStatistics:
         self.sums = tensors["sums"]
         self.squares = tensors["squares"]
         self.counts = counts
+        self.evaluated = tensors["evaluated"]
         self.min_marginal = tensors["min_marginal"]
         self.max_marginal = tensors["max_marginal"]
         self.n_evaluations = numbers["n_evaluations"]
@@ -203,6 +243,7 @@ def all_reduce_round(stats_delta: RunStatistics) -> None:
             stats_delta.sums,
             stats_delta.squares,
             stats_delta.counts,
+            stats_delta.evaluated,
             torch.tensor(
                 [float(stats_delta.n_evaluations), float(stats_delta.n_permutations)],
                 dtype=torch.float64,
@@ -215,8 +256,9 @@ def all_reduce_round(stats_delta: RunStatistics) -> None:
     stats_delta.sums = packed[:p]
     stats_delta.squares = packed[p : 2 * p]
     stats_delta.counts = packed[2 * p : 3 * p]
-    stats_delta.n_evaluations = int(packed[3 * p].item())
-    stats_delta.n_permutations = int(packed[3 * p + 1].item())
+    stats_delta.evaluated = packed[3 * p : 4 * p]
+    stats_delta.n_evaluations = int(packed[4 * p].item())
+    stats_delta.n_permutations = int(packed[4 * p + 1].item())
     extremes = torch.cat([-stats_delta.min_marginal, stats_delta.max_marginal])
     extremes = extremes.to(device)
     dist.all_reduce(extremes, op=dist.ReduceOp.MAX)

@@ -9,6 +9,9 @@
                    them; each segment once per distinct upstream mask
 ``"incremental"``  the segments depth first, the linear layer after each
                    player layer updated one removed channel at a time
+``"graph"``        any traced network (residual connections, branches):
+                   each node once per distinct mask of the player layers
+                   upstream of it, memory bounded by a budget
 =================  ==========================================================
 
 ``engine="auto"`` takes the first of :data:`AUTO_ORDER` that applies.
@@ -17,6 +20,7 @@
 from typing import Dict, Tuple, Type
 
 from .base import Engine, EngineUnavailable, Plan
+from .graph import GraphEngine
 from .hooks import HookEngine
 from .incremental import IncrementalEngine
 from .prefix import PrefixEngine
@@ -27,10 +31,10 @@ __all__ = ["AUTO_ORDER", "ENGINES", "Engine", "EngineUnavailable", "Plan",
 
 ENGINES: Dict[str, Type[Engine]] = {
     cls.name: cls
-    for cls in (HookEngine, PrefixEngine, SegmentEngine, IncrementalEngine)
+    for cls in (HookEngine, PrefixEngine, SegmentEngine, IncrementalEngine, GraphEngine)
 }
 # Fastest first; the reference last, as it always applies.
-AUTO_ORDER: Tuple[str, ...] = ("incremental", "segments", "prefix", "hooks")
+AUTO_ORDER: Tuple[str, ...] = ("incremental", "segments", "graph", "prefix", "hooks")
 
 
 def select_engine(game, name: str) -> Engine:

@@ -49,10 +49,17 @@ class HookEngine(Engine):
 
     def forward(self, batch_index: int, plan: Plan) -> Any:
         inputs, _, extra = self.game.batches[batch_index]
-        n_groups = plan.masks.shape[0]
+        self.game.n_forward_passes += 1
+        return self.outputs_on(self.game, inputs, plan.masks, extra)
+
+    @staticmethod
+    def outputs_on(game, inputs: tuple, masks, extra: Any = None) -> Any:
+        """The model's outputs on ``inputs`` for the coalitions ``masks``, one
+        block of examples per coalition (other engines check themselves
+        against this)."""
+        n_groups = masks.shape[0]
         with ExitStack() as stack:
-            masked_layers(self.game, stack, plan.masks)
-            self.game.n_forward_passes += 1
+            masked_layers(game, stack, masks)
             rep_inputs = tuple(
                 x.repeat(n_groups, *([1] * (x.dim() - 1))) for x in inputs
             )
@@ -61,4 +68,4 @@ class HookEngine(Engine):
                 rep_extra = format_additional_forward_args(
                     expand_additional_forward_args(extra, n_groups)
                 )
-            return call_model(self.game.forward_func, rep_inputs, rep_extra)
+            return call_model(game.forward_func, rep_inputs, rep_extra)
