@@ -245,3 +245,36 @@ def test_graph_engine_on_torchvision_architectures_with_every_conv_filter(arch):
         graph.evaluate(masks), hooks.evaluate(masks), atol=1e-4, rtol=1e-4
     )
     assert count_hooks(model) == 0
+
+
+@pytest.mark.parametrize("seed", [1, 4, 9, 16, 23])
+def test_every_engine_rebound_to_other_examples_returns_the_reference_values(seed):
+    """``on_examples`` (the game on a subset of the examples, used per
+    permutation) rebinds each engine without rebuilding it: its values are
+    the reference's on the new examples, and nothing of the old batches'
+    caches leaks in."""
+    model, candidates, shape, n_classes, _ = random_case(seed)
+    layers = candidates[len(candidates) // 2 :][:2]  # a prefix to cache
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(12, *shape, generator=gen)
+    y = torch.randint(0, n_classes, (12,), generator=gen)
+    other = torch.randn(7, *shape, generator=gen)
+    other_y = torch.randint(0, n_classes, (7,), generator=gen)
+    new_batches = [((other[:4],), other_y[:4], None), ((other[4:],), other_y[4:], None)]
+    reference = _game(model, layers, new_batches, "loss", "mean", "hooks", 8)
+    parent = _game(model, layers, [((x,), y, None)], "loss", "mean", "hooks", 8)
+    masks = random_masks(gen, reference.n_players)
+    # the removal values come from the parent's examples, in every game
+    reference.fills = parent.fills
+    reference.engine = reference.engine.rebind(reference)
+    expected = reference.evaluate(masks)
+    for name in ENGINES:
+        try:
+            game = _game(model, layers, [((x,), y, None)], "loss", "mean", name, 8)
+        except ValueError:
+            continue
+        game.evaluate(masks)  # fill the caches with the old examples
+        sub = game.on_examples(new_batches)
+        assert sub.engine is not game.engine and sub.engine.name == name
+        torch.testing.assert_close(sub.evaluate(masks), expected, atol=1e-5,
+                                   rtol=1e-5, msg=name)  # fmt: skip

@@ -153,3 +153,99 @@ def test_the_old_bandit_rule_drops_a_clear_top_player_that_the_default_keeps():
     new = ns.interpret(x, **kw)
     assert not bool(new.settled[2])
     assert not bool((new.settled & (new.evaluated_counts < 10)).any())
+
+
+def test_conv_bn_removal_is_the_papers_weight_rewrite():
+    """removal='conv_bn' gives the values of the paper's code, which removes
+    a filter by zeroing its weights and bias and its BatchNorm's scale and
+    running mean (variance 1): the channel then outputs the shift beta."""
+    import copy
+
+    from torch import nn
+
+    from captum_inverseset._core.layer.neuron_shapley.game import ShapleyGame
+    from captum_inverseset._core.layer.neuron_shapley.metrics import resolve_metric
+    from captum_inverseset._core.layer.neuron_shapley.removal import (
+        resolve_removal,
+    )
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 5),
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for bn in (model[1], model[4]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-1, 1)
+    x = torch.randn(6, 2, 5, 5)
+    y = torch.arange(6) % 5
+    players = [model[0], model[3]]
+    game = ShapleyGame(model, players, [((x,), y, None)], resolve_metric("loss"),
+                       resolve_removal("conv_bn"), engine="hooks")  # fmt: skip
+    keep = torch.tensor([[1, 0, 1, 0, 0, 1, 1.0], [0, 1, 1, 1, 1, 0, 1.0]])
+
+    def rewritten(row):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for conv, bn, cols in ((m[0], m[1], row[:4]), (m[3], m[4], row[4:])):
+                for c in torch.nonzero(cols == 0).flatten().tolist():
+                    conv.weight[c] = 0
+                    conv.bias[c] = 0
+                    bn.weight[c] = 0
+                    bn.running_mean[c] = 0
+                    bn.running_var[c] = 1
+            return -nn.functional.cross_entropy(m(x), y).item()
+
+    expected = torch.tensor([rewritten(row) for row in keep], dtype=torch.float64)
+    torch.testing.assert_close(game.evaluate(keep), expected, atol=1e-5, rtol=0)
+    bn_players = ShapleyGame(
+        model,
+        [model[1]],
+        [((x,), y, None)],
+        resolve_metric("loss"),
+        resolve_removal("conv_bn"),
+    )
+    torch.testing.assert_close(bn_players.fills[0][:, 0, 0], model[1].bias.detach())
+    with pytest.raises(ValueError, match="conv_bn"):
+        ShapleyGame(model, [model[2]], [((x,), y, None)], resolve_metric("loss"),
+                    resolve_removal("conv_bn"))  # fmt: skip
+
+
+def test_fresh_subsets_per_permutation_are_unbiased_for_the_full_data_values():
+    """Each permutation on its own random subset of the examples: the
+    metric is a mean over examples, so a subset's value is unbiased for the
+    full data's and so are the Shapley values; the standard errors include
+    the variation between subsets."""
+    from ._shapley_models import make_mlp
+
+    model = make_mlp(hidden=5)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 3, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    ns = NeuronShapley(model, model.relu)
+    exact = ns.interpret(x, target=y, metric="loss", exact=True)
+    seen = []
+
+    def loss(out, target):
+        seen.append(out.shape[0])
+        return -torch.nn.functional.cross_entropy(out, target)
+
+    sub = ns.interpret(x, target=y, metric=loss, n_permutations=1500,
+                       examples_per_permutation=10, seed=0)  # fmt: skip
+    full = ns.interpret(x, target=y, metric="loss", n_permutations=1500, seed=0)
+    assert set(seen) == {10, 40}  # subsets of 10; V(N), V(empty) on all 40
+    err = (sub.values - exact.values).abs()
+    assert bool((err <= 4 * sub.standard_errors + 1e-9).all()), (err, sub)
+    assert bool((sub.standard_errors > full.standard_errors).all())
+    # the same seed gives the same subsets
+    again = ns.interpret(x, target=y, metric=loss, n_permutations=40,
+                         examples_per_permutation=10, seed=0)  # fmt: skip
+    first = ns.interpret(x, target=y, metric=loss, n_permutations=40,
+                         examples_per_permutation=10, seed=0)  # fmt: skip
+    assert torch.equal(again.values, first.values)
+    with pytest.raises(ValueError, match="examples_per_permutation"):
+        ns.interpret(x, target=y, metric="loss", examples_per_permutation=41)

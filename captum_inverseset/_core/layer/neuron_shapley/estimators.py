@@ -187,6 +187,11 @@ class PermutationSampling:
             code: 6).
         value_range: the width of the marginals' interval for the reported
             bounds (see :class:`TopKBandit`).
+        walk_game: with a fresh subset of the examples per permutation, the
+            game of permutation ``i`` and its :math:`V(N)`,
+            :math:`V(\\emptyset)` on that subset: ``walk_game(i) -> (game,
+            value_full, value_empty)``; None walks every permutation on the
+            game's own examples.
         bandit: a :class:`TopKBandit`, or None.
         callback: called after every round with the
             :class:`~.run_state.RunStatistics`; a true return value ends the
@@ -204,7 +209,9 @@ class PermutationSampling:
         callback: Optional[Callable[[RunStatistics], Any]] = None,
         truncation_patience: int = 1,
         value_range: Optional[float] = None,
+        walk_game: Optional[Callable[[int], Tuple[Any, float, float]]] = None,
     ) -> None:
+        self.walk_game = walk_game
         self.delta = delta
         self.patience = truncation_patience
         self.value_range = bandit.value_range if bandit is not None else value_range
@@ -257,7 +264,11 @@ class PermutationSampling:
                     )
                     perms.append(torch.randperm(p, generator=gen))
                     delta_stats.n_permutations += 1
-                if together:
+                if self.walk_game is not None:
+                    indices = [i for i in range(first, last) if i % world == rank]
+                    for index, perm in zip(indices, perms):
+                        self._walk_subset(game, index, perm, ~settled, delta_stats)
+                elif together:
                     self._walk_many(game, perms, ~settled, ends, delta_stats)
                 else:
                     for perm in perms:
@@ -295,6 +306,16 @@ class PermutationSampling:
             top_k_settled=bool(settled.all()) if self.bandit is not None else False,
             exact=False,
         )
+
+    def _walk_subset(self, game, index, perm, active, stats) -> None:
+        """Permutation ``index`` on its own subset of the examples."""
+        sub, value_full, value_empty = self.walk_game(index)
+        stats.n_evaluations += 2  # V(N) and V(empty) on the subset
+        if self.tolerance is None and sub.engine.walks_together:
+            self._walk_many(sub, [perm], active, (value_full, value_empty), stats)
+        else:
+            self._walk(sub, perm, active, (value_full, value_empty), stats)
+        game.n_forward_passes += sub.n_forward_passes
 
     def _walk(
         self,

@@ -10,6 +10,7 @@ returns ``G`` values. It knows nothing of permutations or bandits (the
 estimators of :mod:`.estimators` call it).
 """
 
+import copy
 from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -81,8 +82,9 @@ class ShapleyGame:
             memory_budget = available_memory(batches[0][0][0].device) // 4
         self.memory_budget = int(memory_budget)
         self._measure_layers()
-        self.fills = removal.fills(self.layers, self.means)
+        self.fills = removal.fills(forward_func, self.layers, self.means)
         self.engine = select_engine(self, engine)
+        self._rows_given = rows_per_pass is not None
         device = self.batches[0][0][0].device
         largest = max(b[0][0].shape[0] for b in batches)
         self.rows_per_pass = rows_per_pass or self.engine.rows_per_pass(
@@ -171,6 +173,21 @@ class ShapleyGame:
     @property
     def device(self) -> torch.device:
         return model_device(self.forward_func, self.batches[0][0][0].device)
+
+    def on_examples(self, batches: List[Batch]) -> "ShapleyGame":
+        """The same game (model, players, metric, removal values, engine) on
+        other evaluation batches, e.g. a random subset of the examples: no
+        measurement of the layers and no rebuilt engine."""
+        game = copy.copy(self)
+        game.batches = batches
+        game.n_forward_passes = 0
+        game.engine = self.engine.rebind(game)
+        if not self._rows_given:
+            largest = max(b[0][0].shape[0] for b in batches)
+            game.rows_per_pass = game.engine.rows_per_pass(
+                largest, batches[0][0][0].device, self.bytes_per_example
+            )
+        return game
 
     # ------------------------------------------------------------- evaluation
     def start_walk(self) -> None:

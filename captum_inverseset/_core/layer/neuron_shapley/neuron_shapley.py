@@ -24,7 +24,7 @@ from .game import ShapleyGame
 from .metrics import MetricType
 from .options import ShapleyOptions, check_run_memory
 from .result import NeuronShapleyResult
-from .run_state import RunCheckpoint, broadcast_seed, dist_info
+from .run_state import RunCheckpoint, broadcast_seed, dist_info, permutation_seed
 
 __all__ = ["NeuronShapley", "NeuronShapleyWarning"]
 
@@ -146,6 +146,7 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
         bandit_min_samples: int = 10,
         bandit_value_range: Any = None,
         exact: bool = False,
+        examples_per_permutation: Optional[int] = None,
         seed: Optional[int] = 0,
         batch_size: Optional[int] = None,
         coalitions_per_batch: Optional[int] = None,
@@ -192,8 +193,10 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             n_permutations (int, optional): permutations to sample (in total,
                 over all ranks). Default: 200
             removal (str, optional): ``"mean"`` replaces a removed unit's
-                output by its mean over the inputs, ``"zero"`` by zero.
-                Default: "mean"
+                output by its mean over the inputs, ``"zero"`` by zero,
+                ``"conv_bn"`` as the paper's code does for a convolution and
+                its BatchNorm (the channel then outputs the BatchNorm's
+                shift). Default: "mean"
             truncation_tolerance (float, optional): stop walking a
                 permutation once :math:`|V(S) - V(\emptyset)|` is below this;
                 None walks every permutation to the end (unbiased, exact
@@ -233,6 +236,15 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 Default: None
             exact (bool, optional): enumerate all :math:`2^P` coalitions
                 (at most 20 players). Default: False
+            examples_per_permutation (int, optional): evaluate each
+                permutation on a fresh random subset of this many examples
+                (drawn from the permutation's seed), as the paper does (128
+                images of 25,000), so the data can be much larger than what
+                one permutation evaluates; the standard errors then include
+                the variation between subsets, and each walk's contributions
+                sum to :math:`V(N) - V(\emptyset)` on its subset. None
+                evaluates every permutation on all the examples.
+                Default: None
             seed (int, optional): seed of the permutations; None draws one.
                 Default: 0
             batch_size (int, optional): evaluation examples per forward
@@ -372,9 +384,14 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 seed = broadcast_seed(seed)
         device = model_device(self.forward_func)
         builtin = opts.metric.builtin
-        batches, _ = make_batches(
+        batches, n_examples = make_batches(
             inputs, target, additional_forward_args, opts.batch_size, device, builtin
         )
+        m = opts.examples_per_permutation
+        if m is not None and m > n_examples:
+            raise ValueError(
+                f"examples_per_permutation={m} is more than the {n_examples} examples"
+            )
         with preserve_model_state(self.forward_func):
             if builtin:
                 metric_class = getattr(opts.metric, "metric_class", None)
@@ -477,11 +494,43 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
             truncation_patience=opts.truncation_patience,
             value_range=opts.marginal_range(),
         )
+        walk_game = None
+        if opts.examples_per_permutation is not None:
+            walk_game = self._subset_games(game, batches, opts, seed)
+        estimator.walk_game = walk_game
         checkpoint = RunCheckpoint(opts.checkpoint, opts.checkpoint_every, fp, rank)
         return estimator.run(
             game, value_full, value_empty, checkpoint, rank, world, is_dist,
             opts.show_progress,
         )  # fmt: skip
+
+    @staticmethod
+    def _subset_games(game, batches, opts, seed):
+        """``walk_game(i)``: the game on permutation ``i``'s random subset of
+        the examples, with its two ends."""
+        pool = tuple(torch.cat(xs) for xs in zip(*(b[0] for b in batches)))
+        labels = None
+        if batches[0][1] is not None:
+            labels = torch.cat([b[1] for b in batches])
+        extra = batches[0][2]
+        n = pool[0].shape[0]
+        m = opts.examples_per_permutation
+        size = opts.batch_size or m
+        ends = torch.stack([torch.ones(game.n_players), torch.zeros(game.n_players)])
+
+        def walk_game(index: int):
+            gen = torch.Generator().manual_seed(permutation_seed(seed, index) ^ 1)
+            chosen = torch.randperm(n, generator=gen)[:m].to(pool[0].device)
+            sub_batches = []
+            for start in range(0, m, size):
+                idx = chosen[start : start + size]
+                y = None if labels is None else labels[idx]
+                sub_batches.append((tuple(t[idx] for t in pool), y, extra))
+            sub = game.on_examples(sub_batches)
+            v = sub.evaluate(ends)
+            return sub, v[0].item(), v[1].item()
+
+        return walk_game
 
     def _format(self, result: NeuronShapleyResult) -> Any:
         # On the model's device, like Captum's attributions; the statistics

@@ -54,6 +54,7 @@ class ShapleyOptions:
     bandit_union_bound: bool = True
     bandit_min_samples: int = 10
     bandit_value_range: Any = None
+    examples_per_permutation: Optional[int] = None
 
     @classmethod
     def checked(
@@ -119,6 +120,15 @@ class ShapleyOptions:
                 f"{o.bandit_min_samples!r}"
             )
         o._check_value_range()
+        if o.examples_per_permutation is not None:
+            o.examples_per_permutation = check_positive_int(
+                "examples_per_permutation", o.examples_per_permutation
+            )
+            if o.exact:
+                raise ValueError(
+                    "examples_per_permutation draws examples per permutation; "
+                    "exact=True enumerates coalitions on every example"
+                )
         if o.max_memory is not None:
             o.max_memory = check_positive_int("max_memory", o.max_memory)
         if o.callback is not None and not callable(o.callback):
@@ -200,6 +210,7 @@ class ShapleyOptions:
             bandit_union_bound=self.bandit_union_bound,
             bandit_min_samples=self.bandit_min_samples,
             bandit_value_range=self.bandit_value_range,
+            examples_per_permutation=self.examples_per_permutation,
         )
 
 

@@ -17,6 +17,7 @@ engine of :data:`AUTO_ORDER` that applies; a named engine that does not
 apply is an error naming the reason.
 """
 
+import copy
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, List, NamedTuple, Optional
 
 import torch
@@ -87,6 +88,18 @@ class Engine:
     def start_walk(self) -> None:
         """A new permutation walk starts: forget per-walk state, so each
         walk's values depend on that walk only."""
+
+    def rebind(self, game: "ShapleyGame") -> "Engine":
+        """This engine for another game on the same model and players with
+        other evaluation batches (:meth:`~..game.ShapleyGame.on_examples`),
+        without tracing or checking it again."""
+        new = copy.copy(self)
+        new.game = game
+        new.reset_batches()
+        return new
+
+    def reset_batches(self) -> None:
+        """Drop what was computed from the previous game's batches."""
 
     def rows_per_pass(
         self,

@@ -209,6 +209,10 @@ class GraphEngine(Engine):
         scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
         return bool(torch.allclose(got, ref, rtol=1e-4, atol=1e-5 * scale))
 
+    def reset_batches(self) -> None:
+        self._constants = {}
+        self._batched = {}
+
     # ---------------------------------------------------------------- planning
     def rows_per_pass(self, n_examples, device, bytes_per_example):
         """As many coalitions per pass as could fit the memory budget if

@@ -154,6 +154,17 @@ class IncrementalEngine(SegmentEngine):
     def start_walk(self) -> None:
         self._ref_cache = {}
 
+    def reset_batches(self) -> None:
+        super().reset_batches()
+        self._contrib_cache = {}
+        self._ref_cache = {}
+        forced = all(self.use_tree)
+        self.use_tree = [
+            forced
+            or (x[0].device.type == "cpu" and x[0].shape[0] >= self.min_examples)
+            for x, _, _ in self.game.batches
+        ]
+
     def forward(self, batch_index: int, plan: Plan) -> torch.Tensor:
         h = self.first_output(batch_index)
         if self.use_tree[batch_index]:

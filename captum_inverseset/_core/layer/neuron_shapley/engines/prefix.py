@@ -57,6 +57,12 @@ class PrefixEngine(Engine):
             raise EngineUnavailable("the split model does not reproduce the model")
         return cls(game, split)
 
+    def reset_batches(self) -> None:
+        game = self.game
+        self.prefix = PrefixActivations(
+            self.split.prefix, game.batches, game.cache_bytes
+        )
+
     def forward(self, batch_index: int, plan: Plan) -> Any:
         masks = plan.masks
         n_groups = masks.shape[0]

@@ -219,12 +219,17 @@ class SegmentEngine(Engine):
                 if not bool(fill.any()):
                     fill = 0.0
             self.stages.append((head, rest, fill))
-        self.prefix = game.structure(
-            "chain_prefix",
-            lambda: PrefixActivations(
-                lambda *x: (chain[0](*x),), game.batches, game.cache_bytes
-            ),
+        # The engines tried on one game share its prefix activations.
+        self.prefix = game.structure("chain_prefix", self._prefix_activations)
+
+    def _prefix_activations(self) -> PrefixActivations:
+        chain, game = self.chain, self.game
+        return PrefixActivations(
+            lambda *x: (chain[0](*x),), game.batches, game.cache_bytes
         )
+
+    def reset_batches(self) -> None:
+        self.prefix = self._prefix_activations()
 
     @classmethod
     def build(cls, game, requested: bool) -> "SegmentEngine":
