@@ -6,10 +6,11 @@ measure the metric; a ranking that finds the responsible units makes it drop
 fastest. :func:`ablation_curve` compares any number of rankings with removing
 ``k`` random units, and :func:`conductance_channel_scores` /
 :func:`gradcam_channel_scores` turn Captum's ``LayerConductance`` and Grad-CAM
-into per-unit rankings to compare Neuron Shapley with.
+into per-unit rankings to compare Neuron Shapley with, and
+:func:`filter_norm_scores` ranks filters by the norm of their weights.
 """
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,7 @@ __all__ = [
     "AblationCurveResult",
     "ablation_curve",
     "conductance_channel_scores",
+    "filter_norm_scores",
     "gradcam_channel_scores",
 ]
 
@@ -88,7 +90,7 @@ class AblationCurveResult(InterpretationResult):
 
 def ablation_curve(
     forward_func: nn.Module,
-    layer: nn.Module,
+    layer: Union[nn.Module, Sequence[nn.Module]],
     inputs: Any,
     scores: Dict[str, torch.Tensor],
     target: Any = None,
@@ -104,12 +106,16 @@ def ablation_curve(
 
     Args:
         forward_func (torch.nn.Module or Callable): the model.
-        layer (torch.nn.Module): the layer whose units (channels) are removed.
+        layer (torch.nn.Module or list of torch.nn.Module): the layer whose
+            units (channels) are removed, or several layers whose units form
+            one ranking (in layer order, as :class:`NeuronShapley` orders a
+            list of layers).
         inputs (Tensor, tuple of Tensor or DataLoader): evaluation inputs, as
             in :meth:`NeuronShapley.attribute`.
         scores (dict of str to Tensor): one score per unit for each ranking
-            (e.g. ``{"shapley": values, "conductance": ...}``); higher means
-            more important, so removed first.
+            (e.g. ``{"shapley": values, "conductance": ...}``), a flat tensor
+            or one tensor per layer; higher means more important, so removed
+            first.
         target (int, Tensor or list, optional): labels, as in
             :meth:`NeuronShapley.attribute`. Default: None
         ks (sequence of int, optional): numbers of units to remove.
@@ -154,8 +160,9 @@ def ablation_curve(
             batches = label_batches(forward_func, batches, metric, metric_class)
         # Each mask is one coalition, not a walk: the breadth-first engines
         # (no "incremental") evaluate them directly.
+        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
         game = ShapleyGame(
-            forward_func, [layer], batches, metric_obj, removal_obj, exact=True
+            forward_func, layers, batches, metric_obj, removal_obj, exact=True
         )
         n_units = game.n_players
         if max(ks) > n_units:
@@ -163,7 +170,10 @@ def ablation_curve(
         names = list(scores)
         masks = []
         for name in names:
-            score = torch.as_tensor(scores[name]).detach().flatten().cpu()
+            score = scores[name]
+            if isinstance(score, (list, tuple)):
+                score = torch.cat([torch.as_tensor(s).flatten() for s in score])
+            score = torch.as_tensor(score).detach().flatten().cpu()
             if score.numel() != n_units:
                 raise ValueError(
                     f"scores[{name!r}] has {score.numel()} values, the layer has "
@@ -234,3 +244,19 @@ def gradcam_channel_scores(
             forward_func, layer, multiply_by_inputs=False
         ).attribute(inputs, target=target)
     return grads.detach().reshape(grads.shape[0], grads.shape[1], -1).mean(-1).mean(0)
+
+
+def filter_norm_scores(layer: Union[nn.Module, Sequence[nn.Module]]) -> torch.Tensor:
+    """Per-unit ranking by the L2 norm of each output unit's weights (a
+    filter of a convolution, a row of a linear layer): the usual pruning
+    baseline. A list of layers gives one flat ranking, in layer order."""
+    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    norms = []
+    for m in layers:
+        weight = getattr(m, "weight", None)
+        if not torch.is_tensor(weight) or weight.dim() < 2:
+            raise ValueError(
+                f"layer {type(m).__name__} has no weight with one row per unit"
+            )
+        norms.append(weight.detach().flatten(1).norm(dim=1).cpu())
+    return torch.cat(norms)
