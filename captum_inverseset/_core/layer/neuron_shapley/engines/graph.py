@@ -109,6 +109,8 @@ class GraphEngine(Engine):
         self._constants: Dict[int, Dict[fx.Node, Any]] = {}
         self._batched: Dict[fx.Node, bool] = {}
         self.bytes_per_example: Dict[fx.Node, int] = {}
+        # While measuring: node -> bytes of its output (see _measure).
+        self._recording: Optional[Dict[fx.Node, int]] = None
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -391,6 +393,12 @@ class GraphEngine(Engine):
         return {m: env[m] for m in needed if m in env}
 
     def _call(self, n: fx.Node, args: tuple, kwargs: dict) -> Any:
+        out = self._apply(n, args, kwargs)
+        if self._recording is not None and torch.is_tensor(out):
+            self._recording[n] = out.numel() * out.element_size()
+        return out
+
+    def _apply(self, n: fx.Node, args: tuple, kwargs: dict) -> Any:
         if n.op == "call_module":
             return self.module.get_submodule(str(n.target))(*args, **kwargs)
         if n.op == "call_function":
@@ -477,23 +485,15 @@ class GraphEngine(Engine):
     def _measure(self, inputs: tuple) -> None:
         """Bytes per example of every node's value, from one coalition."""
         sub = self.plan(torch.ones(1, self.game.n_players)).detail[0]
-        record: Dict[fx.Node, int] = {}
         n = max(1, inputs[0].shape[0])
-        original = self._call
-
-        def call(node, args, kwargs):
-            out = original(node, args, kwargs)
-            if torch.is_tensor(out):
-                record[node] = -(-out.numel() * out.element_size() // n)
-            return out
-
-        self._call = call  # type: ignore[method-assign]
+        self._recording = {}
         try:
-            self._run(-1, inputs, sub, None)
+            with torch.no_grad():
+                self._run(-1, inputs, sub, None)
+            record = self._recording
         finally:
-            del self._call
-            self._constants.pop(-1, None)
-        self.bytes_per_example = record
+            self._recording = None
+        self.bytes_per_example = {k: -(-v // n) for k, v in record.items()}
 
 
 def trace_graph(game) -> Optional[fx.GraphModule]:
