@@ -48,11 +48,11 @@ from captum.attr import ShapleyValueSampling
 from torch import nn
 
 from captum_inverseset import NeuronShapley
-from captum_inverseset._core.layer._shapley_checkpoint import (
+from captum_inverseset._core.layer.neuron_shapley.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from captum_inverseset._core.layer.neuron_shapley import _permutation_seed
+from captum_inverseset._core.layer.neuron_shapley.run_state import permutation_seed
 from captum_inverseset.hooks import replace_layer_output
 from captum_inverseset.zoo import digits_classifier, load_digits_dataset
 
@@ -86,7 +86,7 @@ def sequential_weight_rewrite(model, convs, x, y, n_permutations, seed):
     evaluations = 0
     try:
         for index in range(n_permutations):
-            gen = torch.Generator().manual_seed(_permutation_seed(seed, index))
+            gen = torch.Generator().manual_seed(permutation_seed(seed, index))
             perm = torch.randperm(n_players, generator=gen)
             previous = accuracy()
             evaluations += 1
@@ -201,11 +201,13 @@ def main() -> None:
         "batched_segments",
         "batched_segments_incremental",
     ]
-    modes = [  # (name, prefix cache, segment cache, incremental fronts)
-        ("batched_hooks", False, False, False),
-        ("batched_prefix", True, False, False),
-        ("batched_segments", True, True, False),
-        ("batched_segments_incremental", True, True, True),
+    # (name, engine): the default ("auto") is the incremental engine with at
+    # least 96 examples per batch on a CPU, else the segment engine
+    modes = [
+        ("batched_hooks", "hooks"),
+        ("batched_prefix", "prefix"),
+        ("batched_segments", "segments"),
+        ("batched_segments_incremental", "auto"),
     ]
 
     def throughput(layers, x, y):
@@ -219,15 +221,12 @@ def main() -> None:
                 lambda: sequential_weight_rewrite(model, layers, x, y, n_perm, 0)
             )
             rates["sequential"] = max(rates["sequential"], seq_evals / t)
-            for name, cache, segments, incremental in modes:
-                ns = NeuronShapley(model, layers if len(layers) > 1 else layers[0],
-                                   prefix_cache=cache)  # fmt: skip
-                # False: the first-layer prefix cache only (the old path)
-                ns._segment_cache = segments
-                ns._additive = incremental
-                _, t = timed(lambda ns=ns: ns.attribute(x, **kw))
-                st = ns.last_result
-                assert st.prefix_cache == cache and st.segment_cache == segments
+            for name, engine in modes:
+                ns = NeuronShapley(model, layers if len(layers) > 1 else layers[0])
+                st, t = timed(
+                    lambda ns=ns, engine=engine: ns.interpret(x, engine=engine, **kw)
+                )
+                assert engine == "auto" or st.engine == engine
                 rates[name] = max(rates[name], st.n_evaluations / t)
                 passes[name] = st.n_forward_passes
                 diff = max(diff, (st.values - seq_values).abs().max().item())
@@ -238,8 +237,8 @@ def main() -> None:
         out["max_abs_diff_vs_sequential"] = diff
         # forward passes per run (the sequential baseline: one per evaluation)
         out["forward_passes"] = passes
-        # False below 256 examples per batch: the default is then the plain
-        # segment path, and the last column repeats it.
+        # False below 96 examples per batch: the default is then the segment
+        # engine, and the last column repeats it.
         out["incremental_path_ran"] = used
         return out
 
@@ -343,12 +342,14 @@ def main() -> None:
             key = h.hexdigest()
             path = os.path.join(CACHE, f"shapley_reference_{key[:16]}.pt")
             if not args.fresh_reference:
-                cached = load_checkpoint(path, key)
+                try:
+                    cached = load_checkpoint(path, key)
+                except ValueError:  # an older cache format: recompute
+                    cached = None
                 if cached is not None:
                     return cached, True
-            _, ref_st = NeuronShapley(model, layers).attribute(
+            ref_st = NeuronShapley(model, layers).interpret(
                 xs, target=ys, metric="loss", n_permutations=n_long, seed=1000,
-                return_stats=True,
             )  # fmt: skip
             ref = dict(
                 values=ref_st.values,
@@ -364,18 +365,16 @@ def main() -> None:
 
             def record(stats):
                 certified = {
-                    d: bool(ns_run._settled(stats, 10, d, cert_eps).all())
-                    for d in (0.05, 0.2)
+                    d: bool(stats.settled(10, d, cert_eps).all()) for d in (0.05, 0.2)
                 }
                 curve.append(
                     (stats.n_permutations, stats.n_evaluations,
                      top_recall(stats.means(), ref), certified)
                 )  # fmt: skip
 
-            ns_run._round_callback = record
             ns_run.attribute(
                 xs, target=ys, metric="loss", n_permutations=cap, seed=seed,
-                truncation_tolerance=tolerance, **extra,
+                truncation_tolerance=tolerance, callback=record, **extra,
             )  # fmt: skip
             return curve
 
@@ -480,12 +479,12 @@ def main() -> None:
                 nn.Linear(64, 10),
             ).to(dev).eval()  # fmt: skip
             ns_w = NeuronShapley(mlp, mlp[1])
-            _, t = timed(
-                lambda ns_w=ns_w: ns_w.attribute(flat, n_permutations=2, seed=0)
+            st, t = timed(
+                lambda ns_w=ns_w: ns_w.interpret(flat, n_permutations=2, seed=0)
             )
             scaling[str(width)] = dict(
                 seconds_per_permutation=t / 2,
-                evals_per_s=ns_w.last_result.n_evaluations / t,
+                evals_per_s=st.n_evaluations / t,
             )
         figures["scaling_players"] = scaling
     figures["reference_seconds"] = ref_time

@@ -68,10 +68,9 @@ def main() -> None:
         ns = NeuronShapley(model, convs)
         before = minor_faults()
         start = time.perf_counter()
-        ns.attribute(x, target=y, removal="zero", n_permutations=n_perm, seed=0)
+        st = ns.interpret(x, target=y, removal="zero", n_permutations=n_perm, seed=0)
         elapsed = time.perf_counter() - start
         faults.append(minor_faults() - before)
-        st = ns.last_result
         rates.append(st.n_evaluations / elapsed)
         incremental.append(bool(st.incremental))
         diff = max(diff, (st.values - seq_values).abs().max().item())

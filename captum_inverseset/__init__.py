@@ -32,6 +32,7 @@ from ._core.layer.network_dissection import (  # noqa: E402
 from ._core.layer.neuron_shapley import (  # noqa: E402
     NeuronShapley,
     NeuronShapleyResult,
+    NeuronShapleyWarning,
 )
 from ._core.neuron.inverse_set import (  # noqa: E402
     BandUnreachableWarning,
@@ -70,6 +71,7 @@ __all__ = [
     "NeuronProfile",
     "NeuronShapley",
     "NeuronShapleyResult",
+    "NeuronShapleyWarning",
     "objectives",
     "__version__",
 ]

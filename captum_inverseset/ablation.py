@@ -6,16 +6,19 @@ measure the metric; a ranking that finds the responsible units makes it drop
 fastest. :func:`ablation_curve` compares any number of rankings with removing
 ``k`` random units, and :func:`conductance_channel_scores` /
 :func:`gradcam_channel_scores` turn Captum's ``LayerConductance`` and Grad-CAM
-into per-unit rankings to compare Neuron Shapley with.
+into per-unit rankings to compare Neuron Shapley with, and
+:func:`filter_norm_scores` ranks filters by the norm of their weights.
 """
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from ._core.layer._shapley_game import NeuronGame, auto_coalitions_per_batch
-from ._core.layer.neuron_shapley import NeuronShapley
+from ._core.layer.neuron_shapley.data import label_batches, make_batches
+from ._core.layer.neuron_shapley.game import ShapleyGame
+from ._core.layer.neuron_shapley.metrics import resolve_metric
+from ._core.layer.neuron_shapley.removal import resolve_removal
 from ._utils.hooks import preserve_model_state
 from ._utils.results import InterpretationResult, result_dataclass
 from ._utils.validation import check_positive_int, make_generator, model_device
@@ -24,6 +27,7 @@ __all__ = [
     "AblationCurveResult",
     "ablation_curve",
     "conductance_channel_scores",
+    "filter_norm_scores",
     "gradcam_channel_scores",
 ]
 
@@ -86,7 +90,7 @@ class AblationCurveResult(InterpretationResult):
 
 def ablation_curve(
     forward_func: nn.Module,
-    layer: nn.Module,
+    layer: Union[nn.Module, Sequence[nn.Module]],
     inputs: Any,
     scores: Dict[str, torch.Tensor],
     target: Any = None,
@@ -102,12 +106,16 @@ def ablation_curve(
 
     Args:
         forward_func (torch.nn.Module or Callable): the model.
-        layer (torch.nn.Module): the layer whose units (channels) are removed.
+        layer (torch.nn.Module or list of torch.nn.Module): the layer whose
+            units (channels) are removed, or several layers whose units form
+            one ranking (in layer order, as :class:`NeuronShapley` orders a
+            list of layers).
         inputs (Tensor, tuple of Tensor or DataLoader): evaluation inputs, as
             in :meth:`NeuronShapley.attribute`.
         scores (dict of str to Tensor): one score per unit for each ranking
-            (e.g. ``{"shapley": values, "conductance": ...}``); higher means
-            more important, so removed first.
+            (e.g. ``{"shapley": values, "conductance": ...}``), a flat tensor
+            or one tensor per layer; higher means more important, so removed
+            first.
         target (int, Tensor or list, optional): labels, as in
             :meth:`NeuronShapley.attribute`. Default: None
         ks (sequence of int, optional): numbers of units to remove.
@@ -136,27 +144,25 @@ def ablation_curve(
     """
     if not isinstance(scores, dict) or not scores:
         raise ValueError("scores must be a non-empty dict of name -> tensor")
-    if removal not in ("mean", "zero"):
-        raise ValueError(f"removal must be 'mean' or 'zero', got {removal!r}")
+    metric_obj = resolve_metric(metric, metric_class)
+    removal_obj = resolve_removal(removal)
     n_random = check_positive_int("n_random", n_random)
     ks = [int(k) for k in ks]
     if not ks or any(k < 0 for k in ks):
         raise ValueError(f"ks must be non-negative integers, got {ks!r}")
-    helper = NeuronShapley(forward_func, layer)
+    if batch_size is not None:
+        batch_size = check_positive_int("batch_size", batch_size)
     device = model_device(forward_func)
-    batches, _ = helper._make_batches(inputs, target, None, batch_size, device)
+    builtin = metric_obj.builtin
+    batches, _ = make_batches(inputs, target, None, batch_size, device, builtin)
     with preserve_model_state(forward_func):
-        if isinstance(metric, str) and any(b[1] is None for b in batches):
-            batches = helper._label_with_predictions(batches)
-        game = NeuronGame(
-            forward_func,
-            [layer],
-            batches,
-            metric,
-            metric_class,
-            removal,
-            True,
-            auto_coalitions_per_batch(max(b[0][0].shape[0] for b in batches), device),
+        if builtin:
+            batches = label_batches(forward_func, batches, metric, metric_class)
+        # Each mask is one coalition, not a walk: the breadth-first engines
+        # (no "incremental") evaluate them directly.
+        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        game = ShapleyGame(
+            forward_func, layers, batches, metric_obj, removal_obj, exact=True
         )
         n_units = game.n_players
         if max(ks) > n_units:
@@ -164,7 +170,10 @@ def ablation_curve(
         names = list(scores)
         masks = []
         for name in names:
-            score = torch.as_tensor(scores[name]).detach().flatten().cpu()
+            score = scores[name]
+            if isinstance(score, (list, tuple)):
+                score = torch.cat([torch.as_tensor(s).flatten() for s in score])
+            score = torch.as_tensor(score).detach().flatten().cpu()
             if score.numel() != n_units:
                 raise ValueError(
                     f"scores[{name!r}] has {score.numel()} values, the layer has "
@@ -192,8 +201,8 @@ def ablation_curve(
         random_mean=random.mean(0),
         random_std=random.std(0) if n_random > 1 else torch.zeros(len(ks)),
         names=names,
-        metric=metric if isinstance(metric, str) else "metric",
-        removal=removal,
+        metric=metric_obj.name,
+        removal=removal_obj.name,
     )
 
 
@@ -235,3 +244,19 @@ def gradcam_channel_scores(
             forward_func, layer, multiply_by_inputs=False
         ).attribute(inputs, target=target)
     return grads.detach().reshape(grads.shape[0], grads.shape[1], -1).mean(-1).mean(0)
+
+
+def filter_norm_scores(layer: Union[nn.Module, Sequence[nn.Module]]) -> torch.Tensor:
+    """Per-unit ranking by the L2 norm of each output unit's weights (a
+    filter of a convolution, a row of a linear layer): the usual pruning
+    baseline. A list of layers gives one flat ranking, in layer order."""
+    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    norms = []
+    for m in layers:
+        weight = getattr(m, "weight", None)
+        if not torch.is_tensor(weight) or weight.dim() < 2:
+            raise ValueError(
+                f"layer {type(m).__name__} has no weight with one row per unit"
+            )
+        norms.append(weight.detach().flatten(1).norm(dim=1).cpu())
+    return torch.cat(norms)

@@ -24,7 +24,8 @@ def test_shapley_top_k_hurts_more_than_random_and_conductance(digits, tmp_path):
     # conv2 (32 filters): on this model, removing its top Shapley filters
     # hurts accuracy more than random ones and Conductance's top filters
     ns = NeuronShapley(model, model.conv2)
-    shapley = ns.attribute(x, target=y, n_permutations=10, seed=0)
+    result = ns.interpret(x, target=y, n_permutations=10, seed=0)
+    shapley = result.values.float()
     conductance = conductance_channel_scores(model, model.conv2, x, y, n_steps=10)
     gradcam = gradcam_channel_scores(model, model.conv2, x, y)
     assert conductance.shape == gradcam.shape == (32,)
@@ -34,7 +35,7 @@ def test_shapley_top_k_hurts_more_than_random_and_conductance(digits, tmp_path):
         {"shapley": shapley, "conductance": conductance, "gradcam": gradcam},
         target=y, ks=ks, n_random=10,
     )  # fmt: skip
-    full = ns.last_result.value_full
+    full = result.value_full
     for name in ("shapley", "conductance", "gradcam", "random"):
         assert curve.curve(name)[0].item() == pytest.approx(full)
     s, c, r = curve.curve("shapley"), curve.curve("conductance"), curve.curve("random")
@@ -58,3 +59,29 @@ def test_ablation_curve_errors(digits):
         ablation_curve(
             model, model.conv3, x, {"a": torch.zeros(32)}, target=y, ks=(0, 40)
         )
+
+
+def test_ablation_over_several_layers_and_filter_norm_scores(digits):
+    from captum_inverseset.ablation import filter_norm_scores
+
+    model, x, y = digits
+    convs = [model.conv1, model.conv2, model.conv3]
+    norms = filter_norm_scores(convs)
+    assert norms.shape == (80,)
+    expected = model.conv2.weight.detach().flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms[16:48], expected)
+    per_layer = (torch.zeros(16), torch.arange(1.0, 33.0), torch.zeros(32))
+    curve = ablation_curve(
+        model, convs, x, {"norm": norms, "conv2 first": per_layer},
+        target=y, ks=(0, 4, 32), n_random=2,
+    )  # fmt: skip
+    # removing all of conv2 through the multi-layer game equals removing
+    # conv2's 32 units through the single-layer one
+    single = ablation_curve(
+        model, model.conv2, x, {"all": torch.ones(32)}, target=y, ks=(32,), n_random=1
+    )
+    assert curve.curve("conv2 first")[2].item() == pytest.approx(
+        single.curve("all")[0].item()
+    )
+    with pytest.raises(ValueError, match="weight"):
+        filter_norm_scores(model.relu1)

@@ -39,10 +39,10 @@ def test_neuron_shapley_cuda_matches_cpu(incremental):
     for device in ("cpu", "cuda"):
         model = digits_classifier().to(device).eval()
         ns = NeuronShapley(model, [model.conv2, model.conv3])
-        ns._additive = incremental
         out = ns.attribute(
-            x.to(device), target=y.to(device), metric="loss", n_permutations=3, seed=0
-        )
+            x.to(device), target=y.to(device), metric="loss", n_permutations=3,
+            seed=0, engine="incremental" if incremental else "segments",
+        )  # fmt: skip
         assert all(v.device.type == device for v in out)
         values.append(torch.cat([v.cpu() for v in out]))
     assert torch.allclose(values[0], values[1], atol=1e-4), (
@@ -91,13 +91,13 @@ def test_neuron_shapley_distributed_on_nccl_equals_single_process():
     x, y = data.test_inputs[:64].to(CUDA), data.test_labels[:64].to(CUDA)
     model = digits_classifier().to(CUDA).eval()
     kw = dict(target=y, metric="loss", n_permutations=12, seed=3, top_k=4,
-              truncation_tolerance=0.1, return_stats=True)  # fmt: skip
-    _, single = NeuronShapley(model, model.conv3).attribute(x, **kw)
+              truncation_tolerance=0.1)  # fmt: skip
+    single = NeuronShapley(model, model.conv3).interpret(x, **kw)
     dist.init_process_group(
         "nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
     )
     try:
-        _, reduced = NeuronShapley(model, model.conv3).attribute(
+        reduced = NeuronShapley(model, model.conv3).interpret(
             x, distributed=True, **kw
         )
     finally:

@@ -37,14 +37,15 @@ x, y = data.test_inputs[:120], data.test_labels[:120]
 # Shapley values of the filters for the accuracy
 # ----------------------------------------------
 # Removed filters output their mean activation map (``removal="mean"``). We
-# sample 12 permutations; the statistics (standard errors, evaluations) are
-# returned with ``return_stats=True``. Efficiency: the values add up to the
-# accuracy lost when every filter is removed.
+# sample 12 permutations. ``attribute`` returns the values, as Captum's
+# attributions do; ``interpret`` returns them with their statistics
+# (standard errors, confidence bounds, evaluations). Efficiency: the values
+# add up to the accuracy lost when every filter is removed.
 
 ns = NeuronShapley(model, model.conv2)
-values, stats = ns.attribute(
-    x, target=y, metric="accuracy", n_permutations=12, seed=0, return_stats=True
-)
+stats = ns.interpret(x, target=y, metric="accuracy", n_permutations=12, seed=0)
+values = stats.values.float()
+print("engine:", stats.engine)
 print(f"V(all) = {stats.value_full:.3f}, V(none) = {stats.value_empty:.3f}")
 print(f"sum of values = {values.sum():.3f}, evaluations = {stats.n_evaluations}")
 print("top filters:", stats.top_players(5))
@@ -136,6 +137,53 @@ for ax, channel in zip(axes, top2):
     assert res.feasible_fraction >= 0.8
     res.plot(plt_fig_axis=(fig, ax), title=f"inverse set of conv2 filter {channel}")
 plt.tight_layout()
+
+###############################################################################
+# A torchvision ResNet beside Captum's LayerConductance
+# -----------------------------------------------------
+# The same calls on a residual network (``torchvision.models.resnet18``,
+# random weights here, so the labels are its own predictions and the metric
+# is the loss against them). The residual connections cross the player
+# layers, so ``engine="auto"`` takes the graph engine: each part of the
+# network runs once per distinct mask of the filters upstream of it, and a
+# removal reruns only what is downstream of it. We score the 256 filters of
+# ``layer3[1].conv2`` with Neuron Shapley and with Captum's
+# ``LayerConductance``, and remove the top ones of each.
+
+import torchvision  # noqa: E402
+
+resnet = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+images = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    predicted = resnet(images).argmax(1)
+layer = resnet.layer3[1].conv2
+result = NeuronShapley(resnet, layer).interpret(
+    images, target=predicted, metric="loss", n_permutations=4, seed=0
+)
+print(f"engine: {result.engine}, evaluations: {result.n_evaluations}")
+resnet_conductance = conductance_channel_scores(
+    resnet, layer, images, predicted, n_steps=10
+)
+resnet_curve = ablation_curve(
+    resnet, layer, images,
+    {"shapley (loss)": result.values, "conductance": resnet_conductance},
+    target=predicted, ks=(0, 8, 16, 32, 64), metric="loss", n_random=5,
+)  # fmt: skip
+for name in ("shapley (loss)", "conductance", "random"):
+    print(f"{name:15s}", [round(v, 3) for v in resnet_curve.curve(name).tolist()])
+fig, ax = resnet_curve.plot(title="resnet18 layer3[1].conv2: loss after removal")
+
+###############################################################################
+# For every conv filter of the network as one player set (4800 filters on
+# ResNet-18), pass the list of layers; ``max_memory=`` bounds the activations
+# a forward pass may hold (default: a quarter of the free memory), and
+# ``examples_per_permutation=128`` evaluates each permutation on a fresh
+# random subset of a larger data set, as the paper does::
+#
+#     convs = [m for m in resnet.modules() if isinstance(m, torch.nn.Conv2d)]
+#     result = NeuronShapley(resnet, convs).interpret(
+#         data, target=labels, metric="accuracy", n_permutations=200,
+#         examples_per_permutation=128, top_k=100, checkpoint="ns.ckpt")
 
 ###############################################################################
 # Larger runs

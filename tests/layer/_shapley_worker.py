@@ -1,13 +1,23 @@
 """Child process for the checkpoint and distributed NeuronShapley tests.
 
-Usage: python -m tests.layer._shapley_worker OUT [--checkpoint PATH] [--slow]
+Usage::
+
+    python -m tests.layer._shapley_worker OUT [--checkpoint PATH] [--slow]
+        [--top-k K] [--seed S] [--seed-per-rank] [--kill-at-save N --kill-when W]
+
 (and RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT in the environment for a
-torch.distributed run on gloo).
+torch.distributed run on gloo). ``PATH`` may hold ``{rank}`` (a node-local
+checkpoint per rank). ``--kill-at-save N`` makes the process SIGKILL itself
+during its ``N``-th checkpoint save: ``--kill-when write`` halfway through
+writing the temporary file, ``--kill-when rename`` after writing it, before
+the rename. A run that raises writes the error to ``OUT.rank<R>.err``.
 """
 
 import argparse
+import io
 import json
 import os
+import signal
 import time
 
 import torch
@@ -19,7 +29,7 @@ from ._shapley_models import make_mlp
 N_PERMUTATIONS = 120
 
 
-def run(checkpoint=None, slow=False, distributed=False, top_k=None):
+def run(checkpoint=None, slow=False, distributed=False, top_k=None, seed=11):
     model = make_mlp(hidden=6, seed=4)
     g = torch.Generator().manual_seed(7)
     x = torch.randn(30, 3, generator=g)
@@ -30,22 +40,49 @@ def run(checkpoint=None, slow=False, distributed=False, top_k=None):
         return -torch.nn.functional.cross_entropy(out, target)
 
     ns = NeuronShapley(model, model.relu)
-    _, stats = ns.attribute(
+    return ns.interpret(
         x,
         target=model(x).argmax(1),
         metric=metric,
         n_permutations=N_PERMUTATIONS,
         truncation_tolerance=0.05,
         top_k=top_k,
-        seed=11,
+        seed=seed,
         coalitions_per_batch=1,
         permutations_per_round=4,
         checkpoint=checkpoint,
         checkpoint_every=4,
+        checkpoint_key="negative cross-entropy",
         distributed=distributed,
-        return_stats=True,
     )
-    return stats
+
+
+def _kill_during_save(at_save: int, when: str) -> None:
+    """Patch the writer so that the ``at_save``-th checkpoint save kills this
+    process with SIGKILL, mid-write or between the write and the rename."""
+    saves = {"n": 0}
+    real_save, real_replace = torch.save, os.replace
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def save(obj, f, *args, **kwargs):
+        saves["n"] += 1
+        if when == "write" and saves["n"] == at_save and hasattr(f, "write"):
+            buf = io.BytesIO()
+            real_save(obj, buf, *args, **kwargs)
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            f.flush()
+            die()
+        return real_save(obj, f, *args, **kwargs)
+
+    def replace(src, dst, *args, **kwargs):
+        if when == "rename" and saves["n"] == at_save:
+            die()
+        return real_replace(src, dst, *args, **kwargs)
+
+    torch.save = save
+    os.replace = replace
 
 
 def main():
@@ -54,15 +91,30 @@ def main():
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--slow", action="store_true")
     parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--seed-per-rank", action="store_true")
+    parser.add_argument("--kill-at-save", type=int, default=None)
+    parser.add_argument("--kill-when", choices=["write", "rename"], default="rename")
     args = parser.parse_args()
     distributed = "WORLD_SIZE" in os.environ
+    rank = int(os.environ.get("RANK", "0"))
+    if args.kill_at_save is not None:
+        _kill_during_save(args.kill_at_save, args.kill_when)
     if distributed:
         import torch.distributed as dist
 
         dist.init_process_group("gloo")
+    checkpoint = args.checkpoint
+    if checkpoint is not None:
+        checkpoint = checkpoint.format(rank=rank)
+    seed = args.seed + (rank if args.seed_per_rank else 0)
     try:
-        stats = run(args.checkpoint, args.slow, distributed, args.top_k)
-        rank = int(os.environ.get("RANK", "0"))
+        try:
+            stats = run(checkpoint, args.slow, distributed, args.top_k, seed)
+        except ValueError as err:
+            with open(f"{args.out}.rank{rank}.err", "w") as fh:
+                fh.write(str(err))
+            raise
         if rank == 0:
             with open(args.out, "w") as fh:
                 json.dump(

@@ -3,11 +3,22 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_inverseset import NeuronShapley
-from captum_inverseset._core.layer.neuron_shapley import NeuronShapleyResult
+from captum_inverseset import (
+    NeuronShapley,
+    NeuronShapleyResult,
+    NeuronShapleyWarning,
+)
 from captum_inverseset._utils.hooks import count_hooks
 
 from ._shapley_models import brute_force_shapley, make_mlp
+
+
+def run(ns, *args, **kwargs):
+    """The values as ``attribute`` returns them (one tensor, or one per layer
+    for several layers) and the :class:`NeuronShapleyResult` of ``interpret``."""
+    result = ns.interpret(*args, **kwargs)
+    values = tuple(v.float() for v in result.values_per_layer())
+    return (values if len(values) > 1 else values[0]), result
 
 
 def _data(n=40, seed=1):
@@ -24,9 +35,7 @@ def test_exact_equals_brute_force_by_hand(metric, removal):
     x, y = _data()
     expected = brute_force_shapley(model, x, y, metric, removal)
     ns = NeuronShapley(model, model.relu)
-    values, stats = ns.attribute(
-        x, target=y, metric=metric, removal=removal, exact=True, return_stats=True
-    )
+    values, stats = run(ns, x, target=y, metric=metric, removal=removal, exact=True)
     assert values.shape == (5,)
     torch.testing.assert_close(stats.values, expected, atol=1e-6, rtol=0)
     # efficiency: values sum to V(all) - V(none)
@@ -41,9 +50,7 @@ def test_monte_carlo_converges_within_standard_errors():
     x, y = _data()
     ns = NeuronShapley(model, model.relu)
     exact = ns.attribute(x, target=y, metric="loss", exact=True)
-    values, stats = ns.attribute(
-        x, target=y, metric="loss", n_permutations=300, seed=3, return_stats=True
-    )
+    values, stats = run(ns, x, target=y, metric="loss", n_permutations=300, seed=3)
     assert stats.n_permutations == 300
     assert (stats.counts == 300).all()
     assert (stats.standard_errors > 0).all()
@@ -53,9 +60,7 @@ def test_monte_carlo_converges_within_standard_errors():
     total = stats.values.sum().item()
     assert abs(total - (stats.value_full - stats.value_empty)) < 1e-9
     # fewer permutations give larger standard errors (1/sqrt(n) scaling)
-    _, few = ns.attribute(
-        x, target=y, metric="loss", n_permutations=20, seed=3, return_stats=True
-    )
+    _, few = run(ns, x, target=y, metric="loss", n_permutations=20, seed=3)
     assert few.standard_errors.mean() > stats.standard_errors.mean()
 
 
@@ -95,15 +100,12 @@ def test_callable_and_class_accuracy_metrics():
     expected = (h * model.fc2.weight[0]).mean(0)
     torch.testing.assert_close(v, expected, atol=1e-5, rtol=0)
     assert set(calls) == {40}
-    # class_accuracy only looks at the examples of one class
-    v_cls, st = ns.attribute(
-        x,
-        target=y,
-        metric="class_accuracy",
-        metric_class=1,
-        exact=True,
-        return_stats=True,
-    )
+    # class_accuracy only looks at the examples of one class (none of class 1
+    # is classified right, with or without the players: a trivial game)
+    with pytest.warns(NeuronShapleyWarning, match="V\\(N\\) == V\\(empty\\)"):
+        v_cls, st = run(
+            ns, x, target=y, metric="class_accuracy", metric_class=1, exact=True
+        )
     sel = y == 1
     expected_full = (model(x)[sel].argmax(1) == 1).double().mean().item()
     assert abs(st.value_full - expected_full) < 1e-12
@@ -113,7 +115,7 @@ def test_target_none_uses_model_predictions():
     model = make_mlp()
     x, _ = _data()
     ns = NeuronShapley(model, model.relu)
-    _, st = ns.attribute(x, exact=True, return_stats=True)
+    _, st = run(ns, x, exact=True)
     assert st.value_full == 1.0
 
 
@@ -137,27 +139,45 @@ def test_dataloader_equals_tensor_inputs():
     torch.testing.assert_close(a, c, atol=1e-6, rtol=0)
 
 
+def test_dataloader_of_inputs_only_takes_target():
+    """A loader yielding inputs only: ``target=`` gives the labels in the
+    loader's order (or one int); a loader yielding labels takes none."""
+    model = make_mlp()
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    a = ns.attribute(x, target=y, metric="loss", n_permutations=6, seed=5)
+    inputs_only = DataLoader(x, batch_size=15)
+    b = ns.attribute(inputs_only, target=y, metric="loss", n_permutations=6, seed=5)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    c = ns.attribute(x, target=2, metric="loss", n_permutations=6, seed=5)
+    d = ns.attribute(inputs_only, target=2, metric="loss", n_permutations=6, seed=5)
+    torch.testing.assert_close(c, d, atol=1e-6, rtol=0)
+    assert not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="target must be None"):
+        ns.attribute(DataLoader(TensorDataset(x, y), batch_size=15), target=y)
+
+
 def test_truncation_saves_evaluations_and_bounds_efficiency():
     model = make_mlp(hidden=8)
     x, y = _data()
     ns = NeuronShapley(model, model.relu)
-    _, plain = ns.attribute(
+    _, plain = run(
+        ns,
         x,
         target=y,
         n_permutations=10,
         seed=0,
         coalitions_per_batch=1,
-        return_stats=True,
     )
     tol = 0.1
-    _, trunc = ns.attribute(
+    _, trunc = run(
+        ns,
         x,
         target=y,
         n_permutations=10,
         seed=0,
         truncation_tolerance=tol,
         coalitions_per_batch=1,
-        return_stats=True,
     )
     assert plain.n_evaluations == 10 * 7
     assert trunc.n_evaluations < plain.n_evaluations
@@ -173,8 +193,8 @@ def test_bandit_top_k_finds_exact_top_k_with_fewer_evaluations():
     ns = NeuronShapley(model, model.relu)
     kw = dict(metric="loss", n_permutations=300, coalitions_per_batch=4)
     exact = ns.attribute(x, metric="loss", exact=True)
-    _, plain = ns.attribute(x, return_stats=True, **kw)
-    _, bandit = ns.attribute(x, top_k=2, return_stats=True, **kw)
+    _, plain = run(ns, x, **kw)
+    _, bandit = run(ns, x, top_k=2, **kw)
     assert bandit.top_k_settled
     assert bandit.n_permutations < 300  # stopped early
     top_exact = set(torch.argsort(exact, descending=True)[:2].tolist())
@@ -195,10 +215,10 @@ def test_bandit_walks_the_same_coalitions_for_players_it_still_samples():
         model.fc2.weight[:, :2] *= 4
     x, _ = _data(n=60)
     ns = NeuronShapley(model, model.relu)
-    kw = dict(metric="loss", seed=3, return_stats=True)
-    _, bandit = ns.attribute(x, top_k=2, n_permutations=120, **kw)
+    kw = dict(metric="loss", seed=3)
+    _, bandit = run(ns, x, top_k=2, n_permutations=120, **kw)
     # the same permutations, wherever the bandit stopped
-    _, plain = ns.attribute(x, n_permutations=bandit.n_permutations, **kw)
+    _, plain = run(ns, x, n_permutations=bandit.n_permutations, **kw)
     always = bandit.counts == bandit.n_permutations
     assert bool(always.any()) and not bool(always.all())
     torch.testing.assert_close(
@@ -217,10 +237,7 @@ def test_round_callback_sees_statistics_and_can_stop_the_run():
         seen.append((stats.n_permutations, stats.counts.clone()))
         return stats.n_permutations >= 8
 
-    ns._round_callback = callback
-    _, st = ns.attribute(
-        x, n_permutations=40, permutations_per_round=4, return_stats=True
-    )
+    _, st = run(ns, x, n_permutations=40, permutations_per_round=4, callback=callback)
     assert [n for n, _ in seen] == [4, 8]
     assert st.n_permutations == 8
     assert torch.equal(seen[-1][1], st.counts)
@@ -233,10 +250,9 @@ def test_multi_layer_digits_prefix_cache_matches_hooks():
     data = load_digits_dataset()
     x, y = data.test_inputs[:24], data.test_labels[:24]
     layers = [model.conv1, model.conv3]
-    fast = NeuronShapley(model, layers)
-    slow = NeuronShapley(model, layers, prefix_cache=False)
-    a, sa = fast.attribute(x, target=y, n_permutations=2, return_stats=True)
-    b, sb = slow.attribute(x, target=y, n_permutations=2, return_stats=True)
+    ns = NeuronShapley(model, layers)
+    a, sa = run(ns, x, target=y, n_permutations=2)
+    b, sb = run(ns, x, target=y, n_permutations=2, engine="hooks")
     assert sa.prefix_cache and not sb.prefix_cache
     assert [t.shape for t in a] == [torch.Size([16]), torch.Size([32])]
     for ta, tb in zip(a, b):
@@ -246,14 +262,11 @@ def test_multi_layer_digits_prefix_cache_matches_hooks():
     assert count_hooks(model) == 0
 
 
-def _three_paths(model, layers, x, y, **kwargs):
-    """Values and stats of the segment, first-layer prefix and hook paths."""
-    out = []
-    for cache, segments in [(True, True), (True, False), (False, False)]:
-        ns = NeuronShapley(model, layers, prefix_cache=cache)
-        ns._segment_cache = segments
-        out.append(ns.attribute(x, target=y, return_stats=True, **kwargs))
-    return out
+def _three_paths(model, layers, x, y, engines=("auto", "prefix", "hooks"), **kwargs):
+    """Values and results of the default engine, the first-layer prefix
+    engine and the reference hook engine."""
+    ns = NeuronShapley(model, layers)
+    return [run(ns, x, target=y, engine=engine, **kwargs) for engine in engines]
 
 
 @pytest.mark.parametrize("coalitions_per_batch", [None, 5])
@@ -299,18 +312,27 @@ def test_segment_cache_falls_back_on_a_resnet_block():
     (a, sa), (b, sb), (c, sc) = _three_paths(
         head, [block.conv1, block.conv2], x, y, metric="loss", n_permutations=2
     )
+    # the skip crosses the player layers: "auto" takes the graph engine
+    assert sa.engine == "graph" and sb.engine == "prefix" and sc.engine == "hooks"
     assert not sa.segment_cache and sa.prefix_cache and not sc.prefix_cache
     for ta, tb, tc in zip(a, b, c):
         torch.testing.assert_close(ta, tc, atol=1e-6, rtol=0)
         torch.testing.assert_close(tb, tc, atol=1e-6, rtol=0)
-    # The block alone: its input is the skip, nothing can be cached.
-    (d, sd), _, (e, _) = _three_paths(
-        block, [block.conv1, block.conv2], torch.rand(6, 8, 4, 4), None,
-        metric=lambda out, _: out.mean(), n_permutations=2,
-    )  # fmt: skip
-    assert not sd.segment_cache and not sd.prefix_cache
+    # The block alone: its input is the skip, no prefix to split off; the
+    # graph engine still applies.
+    kw = dict(metric=lambda out, _: out.mean(), n_permutations=2)
+    xb = torch.rand(6, 8, 4, 4)
+    (d, sd), (e, _) = _three_paths(
+        block, [block.conv1, block.conv2], xb, None, ("auto", "hooks"), **kw
+    )
+    assert not sd.segment_cache and sd.engine == "graph"
     for td, te in zip(d, e):
         torch.testing.assert_close(td, te, atol=1e-6, rtol=0)
+    for engine in ("prefix", "segments", "incremental"):
+        with pytest.raises(ValueError, match=f"engine='{engine}' does not apply"):
+            NeuronShapley(block, [block.conv1, block.conv2]).attribute(
+                xb, engine=engine, **kw
+            )
 
 
 def test_untraceable_forward_falls_back_to_hooks():
@@ -321,13 +343,13 @@ def test_untraceable_forward_falls_back_to_hooks():
         return model(inp) * scale
 
     ns = NeuronShapley(forward, model.relu)
-    a, st = ns.attribute(
+    a, st = run(
+        ns,
         x,
         target=y,
         additional_forward_args=(2.0,),
         exact=True,
         metric="accuracy",
-        return_stats=True,
     )
     assert not st.prefix_cache
     b = NeuronShapley(model, model.relu).attribute(x, target=y, exact=True)
@@ -338,8 +360,7 @@ def test_result_save_load_and_plot(tmp_path):
     model = make_mlp()
     x, y = _data()
     ns = NeuronShapley(model, model.relu)
-    ns.attribute(x, target=y, n_permutations=4)
-    res = ns.last_result
+    res = ns.interpret(x, target=y, n_permutations=4)
     path = res.save(str(tmp_path / "r.pt"))
     back = NeuronShapleyResult.load(path)
     torch.testing.assert_close(back.values, res.values)
@@ -418,11 +439,10 @@ def test_round_of_walks_in_shared_passes_equals_one_coalition_per_pass():
         n_permutations=12,
         permutations_per_round=12,
         seed=2,
-        return_stats=True,
     )
     ns = NeuronShapley(model, model.relu)
-    _, one = ns.attribute(x, coalitions_per_batch=1, **kw)
-    _, many = ns.attribute(x, coalitions_per_batch=64, **kw)
+    _, one = run(ns, x, coalitions_per_batch=1, **kw)
+    _, many = run(ns, x, coalitions_per_batch=64, **kw)
     # one round; 64 rows hold its 12 walks of 5 needed coalitions: one pass
     passes = many.n_forward_passes - 1  # minus the pass for V(all), V(none)
     assert passes == 1, passes
@@ -432,17 +452,60 @@ def test_round_of_walks_in_shared_passes_equals_one_coalition_per_pass():
     assert torch.equal(many.counts, one.counts)
 
 
-def test_activation_bytes_per_example_counts_leaf_outputs_and_removes_hooks():
-    from captum_inverseset._core.layer._shapley_game import (
-        activation_bytes_per_example,
-        auto_coalitions_per_batch,
+def test_deprecated_forms_still_work_with_a_future_warning():
+    model = make_mlp()
+    x, y = _data()
+    result = NeuronShapley(model, model.relu).interpret(x, target=y, n_permutations=4)
+    ns = NeuronShapley(model, model.relu)
+    with pytest.warns(FutureWarning, match="interpret"):
+        values, stats = ns.attribute(x, target=y, n_permutations=4, return_stats=True)
+    torch.testing.assert_close(stats.values, result.values, atol=0, rtol=0)
+    torch.testing.assert_close(values, result.values.float(), atol=0, rtol=0)
+    with pytest.warns(FutureWarning, match="interpret"):
+        assert ns.last_result is stats
+    with pytest.warns(FutureWarning, match="engine='hooks'"):
+        hooks = NeuronShapley(model, model.relu, prefix_cache=False)
+    assert hooks.interpret(x, target=y, n_permutations=4).engine == "hooks"
+    with pytest.raises(TypeError, match="return_stats"):
+        ns.interpret(x, target=y, return_stats=True)
+    with pytest.raises(TypeError, match="n_permutation"):
+        ns.interpret(x, target=y, n_permutation=4)
+
+
+def test_equal_ends_warn_that_every_value_is_zero():
+    model = make_mlp()
+    with torch.no_grad():
+        model.fc2.weight.zero_()  # the output ignores every player
+    x, y = _data()
+    ns = NeuronShapley(model, model.relu)
+    with pytest.warns(NeuronShapleyWarning, match="V\\(N\\) == V\\(empty\\)"):
+        values = ns.attribute(x, target=y, n_permutations=3)
+    assert torch.equal(values, torch.zeros(5))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NeuronShapleyWarning)
+        intact = make_mlp()
+        NeuronShapley(intact, intact.relu).attribute(x, target=y, n_permutations=3)
+
+
+def test_game_measures_activation_bytes_and_removes_hooks():
+    from captum_inverseset._core.layer.neuron_shapley.engines.base import (
+        examples_per_pass,
     )
+    from captum_inverseset._core.layer.neuron_shapley.game import ShapleyGame
+    from captum_inverseset._core.layer.neuron_shapley.metrics import resolve_metric
+    from captum_inverseset._core.layer.neuron_shapley.removal import resolve_removal
 
     model = make_mlp(hidden=5)  # fc1 (5) -> relu (5) -> fc2 (3) floats
     x = torch.randn(7, 3)
-    assert activation_bytes_per_example(model, (x,), None) == (5 + 5 + 3) * 4
+    batches = [((x,), torch.zeros(7, dtype=torch.long), None)]
+    parts = (resolve_metric("loss"), resolve_removal("mean"))
+    game = ShapleyGame(model, [model.relu], batches, *parts)
+    assert game.bytes_per_example == (5 + 5 + 3) * 4
     assert count_hooks(model) == 0
-    assert activation_bytes_per_example(lambda t: model(t), (x,), None) is None
+    assert ShapleyGame(lambda t: model(t), [model.relu], batches, *parts
+                       ).bytes_per_example is None  # fmt: skip
 
     def boom(module, args):
         raise RuntimeError("inside the layer")
@@ -450,26 +513,29 @@ def test_activation_bytes_per_example_counts_leaf_outputs_and_removes_hooks():
     handle = model.fc2.register_forward_pre_hook(boom)
     try:
         with pytest.raises(RuntimeError, match="inside the layer"):
-            activation_bytes_per_example(model, (x,), None)
+            ShapleyGame(model, [model.relu], batches, *parts)
     finally:
         handle.remove()
     assert count_hooks(model) == 0
     # CPU: a fixed number of examples per pass, capped at 128 coalitions
-    assert auto_coalitions_per_batch(100) == 10
-    assert auto_coalitions_per_batch(100, segment_cache=True) == 81
-    assert auto_coalitions_per_batch(1, bytes_per_example=4) == 128
+    cpu = torch.device("cpu")
+    assert examples_per_pass(100, cpu, None, 1024, 128) == 10
+    assert examples_per_pass(100, cpu, None, 8192, 128) == 81
+    assert examples_per_pass(1, cpu, 4, 1024, 128) == 128
 
 
 def test_bernstein_radius_is_maurer_pontil():
     """sqrt(2 var log(2/delta) / n) + 7 R log(2/delta) / (3 (n - 1))."""
     import math
 
-    from captum_inverseset._core.layer.neuron_shapley import _bernstein_radius
+    from captum_inverseset._core.layer.neuron_shapley.run_state import (
+        bernstein_radius,
+    )
 
     var = torch.tensor([0.04, 0.04, 0.0], dtype=torch.float64)
     n = torch.tensor([10.0, 1.0, 4.0], dtype=torch.float64)
     r = torch.tensor([1.0, 1.0, 0.5], dtype=torch.float64)
-    got = _bernstein_radius(var, n, r, delta=0.1)
+    got = bernstein_radius(var, n, r, delta=0.1)
     log_term = math.log(20.0)
     expected0 = math.sqrt(2 * 0.04 * log_term / 10) + 7 * log_term / 27
     assert got[0].item() == pytest.approx(expected0, rel=1e-12)

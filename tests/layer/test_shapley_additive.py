@@ -5,26 +5,22 @@ import torch
 from torch import nn
 
 from captum_inverseset import NeuronShapley
-from captum_inverseset._core.layer import _shapley_game
-from captum_inverseset._core.layer._shapley_additive import (
+from captum_inverseset._core.layer.neuron_shapley.engines import incremental
+from captum_inverseset._core.layer.neuron_shapley.engines.additive import (
     AdditiveStage,
     split_linear_front,
 )
-from captum_inverseset._core.layer._shapley_game import group_mask
-from captum_inverseset._core.layer._shapley_suffix import (
-    _TiledMaxPool2d,
-    split_chain,
+from captum_inverseset._core.layer.neuron_shapley.engines.cpu_kernels import (
+    TiledMaxPool2d,
+)
+from captum_inverseset._core.layer.neuron_shapley.engines.fx_split import split_chain
+from captum_inverseset._core.layer.neuron_shapley.engines.segments import (
     split_channelwise_head,
 )
 from captum_inverseset._utils.hooks import count_hooks
+from captum_inverseset._utils.hooks import mask_units as group_mask
 
 from ._shapley_models import make_mlp
-
-
-@pytest.fixture
-def tree_always(monkeypatch):
-    """Use the depth-first incremental path even for tiny batches."""
-    monkeypatch.setattr(_shapley_game, "TREE_MIN_EXAMPLES", 1)
 
 
 def _front(model, layers, index):
@@ -120,17 +116,17 @@ def test_linear_front_split_rules():
                                           ((2, 2, 8, 9), (1, 3))])  # fmt: skip
 def test_tiled_max_pool_equals_max_pool(shape, kernel):
     pool = nn.MaxPool2d(kernel)
-    tiled = _TiledMaxPool2d.wrap(pool)
+    tiled = TiledMaxPool2d.wrap(pool)
     assert tiled is not None
     x = torch.randn(shape)
     assert torch.equal(tiled(x), pool(x))
     # overlapping windows or padding are left to PyTorch
-    assert _TiledMaxPool2d.wrap(nn.MaxPool2d(3, stride=2)) is None
-    assert _TiledMaxPool2d.wrap(nn.MaxPool2d(2, padding=1)) is None
+    assert TiledMaxPool2d.wrap(nn.MaxPool2d(3, stride=2)) is None
+    assert TiledMaxPool2d.wrap(nn.MaxPool2d(2, padding=1)) is None
 
 
 @pytest.mark.parametrize("removal", ["mean", "zero"])
-def test_depth_first_incremental_path_equals_direct_segments(tree_always, removal):
+def test_depth_first_incremental_path_equals_direct_segments(removal):
     from captum_inverseset.zoo import digits_classifier, load_digits_dataset
 
     model = digits_classifier()
@@ -138,12 +134,14 @@ def test_depth_first_incremental_path_equals_direct_segments(tree_always, remova
     x, y = data.test_inputs[:40], data.test_labels[:40]
     layers = [model.conv1, model.conv2, model.conv3]
     out = []
-    for incremental in (True, False):
-        ns = NeuronShapley(model, layers)
-        ns._additive = incremental
-        out.append(ns.attribute(x, target=y, metric="loss", removal=removal,
-                                n_permutations=3, coalitions_per_batch=7,
-                                return_stats=True))  # fmt: skip
+    for engine in ("incremental", "segments"):
+        # named explicitly, the incremental engine walks even 40 examples
+        # depth first
+        st = NeuronShapley(model, layers).interpret(
+            x, target=y, metric="loss", removal=removal, n_permutations=3,
+            coalitions_per_batch=7, engine=engine,
+        )  # fmt: skip
+        out.append((st.values_per_layer(), st))
     (a, sa), (b, sb) = out
     assert sa.incremental and not sb.incremental
     assert sa.segment_cache and sb.segment_cache
@@ -162,20 +160,21 @@ def test_incremental_path_is_off_for_small_batches_and_exact():
     data = load_digits_dataset()
     x, y = data.test_inputs[:300], data.test_labels[:300]
     ns = NeuronShapley(model, model.conv3)
-    _, st = ns.attribute(x, target=y, n_permutations=1, return_stats=True)
+    st = ns.interpret(x, target=y, n_permutations=1)
     assert st.incremental  # 300 examples per batch, on the CPU
-    _, st = ns.attribute(x[:40], target=y[:40], n_permutations=1, return_stats=True)
+    st = ns.interpret(x[:40], target=y[:40], n_permutations=1)
+    assert not st.incremental and st.engine == "segments"
+    st = ns.interpret(x, target=y, n_permutations=1, batch_size=50)
     assert not st.incremental
-    _, st = ns.attribute(x, target=y, n_permutations=1, batch_size=50,
-                         return_stats=True)  # fmt: skip
-    assert not st.incremental
-    _, st = ns.attribute(x, target=y, n_permutations=1, batch_size=100,
-                         return_stats=True)  # fmt: skip
+    st = ns.interpret(x, target=y, n_permutations=1, batch_size=100)
     assert st.incremental
+    st = ns.interpret(x[:20], target=y[:20], exact=False, n_permutations=1,
+                      engine="incremental")  # fmt: skip
+    assert st.incremental  # named: every batch depth first
 
 
 @pytest.mark.parametrize("dead", ["output", "outgoing_weights"])
-def test_dead_neuron_gets_exactly_zero_on_the_incremental_path(tree_always, dead):
+def test_dead_neuron_gets_exactly_zero_on_the_incremental_path(dead):
     model = make_mlp(hidden=5)
     with torch.no_grad():
         if dead == "output":
@@ -187,8 +186,9 @@ def test_dead_neuron_gets_exactly_zero_on_the_incremental_path(tree_always, dead
     x = torch.randn(40, 3, generator=g)
     y = torch.randint(0, 3, (40,), generator=g)
     ns = NeuronShapley(model, model.relu)
-    values, st = ns.attribute(x, target=y, metric="loss", removal="zero",
-                              n_permutations=12, return_stats=True)  # fmt: skip
+    st = ns.interpret(x, target=y, metric="loss", removal="zero",
+                      n_permutations=12, engine="incremental")  # fmt: skip
+    values = st.values
     assert st.incremental
     assert values[4].item() == 0.0
     assert values[:4].abs().min() > 1e-4
@@ -207,7 +207,7 @@ class _AddInPlace(nn.Module):
         return self.fc(self.conv2(h).flatten(1))
 
 
-def test_in_place_activations_keep_the_fast_paths_and_the_model(tree_always):
+def test_in_place_activations_keep_the_fast_paths_and_the_model():
     """ReLU(inplace=True) (torchvision's habit) runs out of place inside the
     segments: the incremental path still runs and agrees with the direct
     one, and the model's modules keep inplace=True."""
@@ -220,18 +220,19 @@ def test_in_place_activations_keep_the_fast_paths_and_the_model(tree_always):
     ).eval()  # fmt: skip
     x, y = torch.randn(20, 1, 6, 6), torch.randint(0, 3, (20,))
     values = []
-    for incremental in (True, False):
+    for depth_first in (True, False):
         ns = NeuronShapley(model, [model[0], model[2]])
-        ns._additive = incremental
-        out = ns.attribute(x, target=y, metric="loss", n_permutations=6, seed=0)
-        assert ns.last_result.segment_cache
-        assert ns.last_result.incremental == incremental
-        values.append(torch.cat(out))
+        st = ns.interpret(x, target=y, metric="loss", n_permutations=6, seed=0,
+                          engine="incremental" if depth_first else "segments")
+        assert st.segment_cache
+        assert st.incremental == depth_first
+        values.append(st.values.float())
     torch.testing.assert_close(values[0], values[1], atol=1e-6, rtol=0)
     assert [m.inplace for m in model if hasattr(m, "inplace")] == [True] * 3
-    # the hooks path (no segments) gives the same values
-    ns = NeuronShapley(model, [model[0], model[2]], prefix_cache=False)
-    out = ns.attribute(x, target=y, metric="loss", n_permutations=6, seed=0)
+    # the hooks engine (no segments) gives the same values
+    ns = NeuronShapley(model, [model[0], model[2]])
+    out = ns.attribute(x, target=y, metric="loss", n_permutations=6, seed=0,
+                       engine="hooks")  # fmt: skip
     torch.testing.assert_close(torch.cat(out), values[1], atol=1e-6, rtol=0)
 
 
@@ -240,10 +241,11 @@ def test_in_place_tensor_operations_fall_back_from_segments():
     assert split_chain(model, [model.conv1, model.conv2]) is None
     x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
     ns = NeuronShapley(model, [model.conv1, model.conv2])
-    fast = ns.attribute(x, target=y, metric="loss", n_permutations=3, seed=0)
-    assert not ns.last_result.segment_cache
-    ns = NeuronShapley(model, [model.conv1, model.conv2], prefix_cache=False)
-    slow = ns.attribute(x, target=y, metric="loss", n_permutations=3, seed=0)
+    st = ns.interpret(x, target=y, metric="loss", n_permutations=3, seed=0)
+    assert not st.segment_cache
+    fast = [v.float() for v in st.values_per_layer()]
+    slow = ns.attribute(x, target=y, metric="loss", n_permutations=3, seed=0,
+                        engine="hooks")  # fmt: skip
     torch.testing.assert_close(torch.cat(fast), torch.cat(slow), atol=1e-6, rtol=0)
 
 
@@ -306,7 +308,7 @@ def test_leaves_run_the_tail_on_groups_of_rows_in_row_order():
         return x * 2
 
     rows = [torch.full((3, 2), float(r)) for r in range(7)]
-    leaves = _shapley_game._Leaves(7, group_bytes=3 * 2 * 4 * 3)  # 3 rows a group
+    leaves = incremental.Leaves(7, group_bytes=3 * 2 * 4 * 3)  # 3 rows a group
     order = [4, 0, 6, 2, 1, 5, 3]
     for r in order:
         if r == 5:
@@ -318,29 +320,31 @@ def test_leaves_run_the_tail_on_groups_of_rows_in_row_order():
     assert calls == [9, 9]  # two groups of three rows; no empty flush
 
 
-def test_a_wrong_incremental_path_is_caught_by_the_check(tree_always, monkeypatch):
-    """The game compares the incremental path with direct evaluation on a
-    few examples before using it: an incremental path that is wrong is not
-    used, and the values are those of the direct path."""
-    from captum_inverseset._core.layer import _shapley_additive
+def test_a_wrong_incremental_path_is_caught_by_the_check(monkeypatch):
+    """The incremental engine compares itself with direct evaluation on a
+    few examples before it is used: a wrong incremental path does not apply
+    ("auto" then runs the breadth-first segments, with their values; named
+    explicitly, it is an error)."""
+    from captum_inverseset._core.layer.neuron_shapley.engines import additive
 
     model = make_mlp(hidden=5)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(40, 3, generator=g)
-    y = torch.randint(0, 3, (40,), generator=g)
+    x = torch.randn(120, 3, generator=g)
+    y = torch.randint(0, 3, (120,), generator=g)
     kw = dict(target=y, metric="loss", n_permutations=4, seed=0)
-    right = NeuronShapley(model, model.fc1).attribute(x, **kw)
     ns = NeuronShapley(model, model.fc1)
-    ns._additive = False
-    direct = ns.attribute(x, **kw)
-    torch.testing.assert_close(right, direct, atol=1e-6, rtol=0)
-    real = _shapley_additive.AdditiveStage.channel_delta
+    right = ns.interpret(x, **kw)
+    assert right.engine == "incremental"
+    direct = ns.attribute(x, engine="segments", **kw)
+    torch.testing.assert_close(right.values.float(), direct, atol=1e-6, rtol=0)
+    real = additive.AdditiveStage.channel_delta
     monkeypatch.setattr(
-        _shapley_additive.AdditiveStage,
+        additive.AdditiveStage,
         "channel_delta",
         lambda self, h, c: 2 * real(self, h, c),
     )
-    ns = NeuronShapley(model, model.fc1)
-    values = ns.attribute(x, **kw)
-    assert ns.last_result.segment_cache and not ns.last_result.incremental
-    assert torch.equal(values, direct)
+    st = ns.interpret(x, **kw)
+    assert st.segment_cache and not st.incremental
+    assert torch.equal(st.values.float(), direct)
+    with pytest.raises(ValueError, match="does not reproduce the direct one"):
+        ns.attribute(x, engine="incremental", **kw)

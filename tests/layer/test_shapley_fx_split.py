@@ -2,14 +2,16 @@ import torch
 import torchvision
 from torch import nn
 
-from captum_inverseset._core.layer._shapley_game import group_mask
-from captum_inverseset._core.layer._shapley_suffix import (
+from captum_inverseset._core.layer.neuron_shapley.engines.fx_split import (
     split_at_layer,
     split_chain,
-    split_channelwise_head,
     verify_chain,
     verify_split,
 )
+from captum_inverseset._core.layer.neuron_shapley.engines.segments import (
+    split_channelwise_head,
+)
+from captum_inverseset._utils.hooks import mask_units as group_mask
 
 
 def test_resnet_split_inside_residual_block_carries_the_skip():
@@ -53,35 +55,30 @@ def test_group_mask_is_per_group_even_when_groups_equal_channels():
 
 
 def test_prefix_without_cache_gives_the_same_values():
-    from captum_inverseset._core.layer._shapley_game import NeuronGame
+    from captum_inverseset._core.layer.neuron_shapley.game import ShapleyGame
+    from captum_inverseset._core.layer.neuron_shapley.metrics import resolve_metric
+    from captum_inverseset._core.layer.neuron_shapley.removal import resolve_removal
     from captum_inverseset.zoo import digits_classifier
 
     model = digits_classifier().eval()
     g = torch.Generator().manual_seed(0)
     x = torch.rand(10, 1, 8, 8, generator=g)
     batches = [((x[:6],), torch.arange(6), None), ((x[6:],), torch.arange(4), None)]
+    parts = (resolve_metric("loss"), resolve_removal("mean"))
+    layers = [model.conv2, model.conv3]
     games = [
-        NeuronGame(
-            model,
-            [model.conv2, model.conv3],
-            batches,
-            "loss",
-            None,
-            "mean",
-            True,
-            3,
-            cache_bytes=limit,
-        )  # fmt: skip
+        ShapleyGame(model, layers, batches, *parts, engine="prefix",
+                    rows_per_pass=3, cache_bytes=limit)  # fmt: skip
         for limit in (2**30, 0)
     ]
-    assert games[0]._cuts and not games[1]._cuts
-    assert games[0].uses_prefix_cache and games[1].uses_prefix_cache
+    assert games[0].engine.prefix.cached and not games[1].engine.prefix.cached
+    assert games[0].engine_name == games[1].engine_name == "prefix"
     masks = (torch.rand(7, 64, generator=g) > 0.5).float()
     with torch.no_grad():
         a, b = games[0].evaluate(masks), games[1].evaluate(masks)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
-    hooks = NeuronGame(model, [model.conv2, model.conv3], batches, "loss", None,
-                       "mean", False, 3)  # fmt: skip
+    hooks = ShapleyGame(model, layers, batches, *parts, engine="hooks",
+                        rows_per_pass=3)  # fmt: skip
     torch.testing.assert_close(a, hooks.evaluate(masks), atol=1e-5, rtol=0)
 
 
@@ -128,7 +125,9 @@ def test_chain_split_refuses_residual_connections():
 
 
 def test_same_size_adaptive_pool_is_skipped_exactly():
-    from captum_inverseset._core.layer._shapley_suffix import _SkipSameSizePool
+    from captum_inverseset._core.layer.neuron_shapley.engines.cpu_kernels import (
+        SkipSameSizePool as _SkipSameSizePool,
+    )
     from captum_inverseset.zoo import digits_classifier
 
     cases = [

@@ -1,4 +1,4 @@
-"""Split a model at a layer with ``torch.fx`` (prefix caching for NeuronShapley).
+"""Split a model with ``torch.fx`` at player layers (the fx engines' graph work).
 
 A coalition of neurons only changes the network *after* the layer that holds
 them, so the activations up to that layer are the same for every coalition.
@@ -15,15 +15,13 @@ player layers still fire inside ``suffix``. When the model cannot be traced,
 :func:`split_at_layer` returns None and the caller falls back to full forward
 passes with hooks.
 
-:func:`split_chain` cuts a model after *every* player layer (segment caching),
-when the model is a simple chain through them, and
-:func:`split_channelwise_head` moves the channel-wise modules that follow a
-player layer before its mask.
+:func:`split_chain` cuts a model after *every* player layer (the segment
+engines), when the model is a simple chain through them.
 """
 
 import copy
 import operator
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 from torch import fx, nn
@@ -187,7 +185,7 @@ def split_chain(
     return segments
 
 
-def _replace_submodule(
+def replace_submodule(
     graph_module: fx.GraphModule, target: str, module: nn.Module
 ) -> None:
     """Put ``module`` at ``target`` in ``graph_module``. A graph module has
@@ -237,7 +235,7 @@ def _out_of_place(segment: fx.GraphModule) -> Optional[fx.GraphModule]:
             if getattr(module, "inplace", False) is True:
                 replacement = copy.copy(module)
                 replacement.inplace = False
-                _replace_submodule(segment, str(n.target), replacement)
+                replace_submodule(segment, str(n.target), replacement)
         elif n.op == "call_function" and n.kwargs.get("inplace") is True:
             n.kwargs = {**n.kwargs, "inplace": False}
             recompile = True
@@ -270,223 +268,3 @@ def verify_chain(
     if not (torch.is_tensor(full) and torch.is_tensor(h)):
         return False
     return full.shape == h.shape and torch.allclose(full, h, atol=atol, rtol=1e-4)
-
-
-# Max poolings: a maximum over each window, so they commute with any
-# non-decreasing elementwise function (see _pool_before_activation).
-_MAX_POOLS = (
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
-
-
-# Modules whose output channel ``c`` depends only on input channel ``c``
-# (elementwise activations, pooling): a per-channel mask commutes with them,
-# ``f(where(m, h, fill)) == where(m, f(h), f(fill))`` exactly.
-_CHANNELWISE = (
-    nn.Identity,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    *_MAX_POOLS,
-)
-
-
-def _is_channelwise(module: nn.Module) -> bool:
-    if not isinstance(module, _CHANNELWISE):
-        return False
-    # With indices the output is a tuple, not a masked tensor.
-    return not getattr(module, "return_indices", False)
-
-
-def split_channelwise_head(
-    segment: fx.GraphModule,
-) -> Tuple[Optional[fx.GraphModule], fx.GraphModule]:
-    """Split off the channel-wise modules at the start of a chain segment.
-
-    A segment starts with the (masked) output of a player layer. When its
-    first operations act on each channel separately (``relu``, pooling), the
-    mask can be applied after them instead: they then run once per distinct
-    *upstream* mask, not once per coalition. Returns ``(head, rest)`` with
-    ``rest(mask(head(h))) == segment(mask(h))``, or ``(None, segment)``.
-
-    Inside the head, a max pooling that follows a non-decreasing activation
-    runs first (:func:`_pool_before_activation`): the same values, with the
-    activation on the pooled, smaller tensor.
-    """
-    nodes = list(segment.graph.nodes)
-    placeholders = [n for n in nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
-        return None, segment
-    previous = placeholders[0]
-    head_nodes: List[fx.Node] = []
-    for n in nodes[1:]:
-        if not (
-            n.op == "call_module"
-            and len(previous.users) == 1
-            and n.args == (previous,)
-            and not n.kwargs
-            and _is_channelwise(segment.get_submodule(str(n.target)))
-        ):
-            break
-        head_nodes.append(n)
-        previous = n
-    if not head_nodes:
-        return None, segment
-    head_graph = fx.Graph()
-    x = head_graph.placeholder("h")
-    for n in _pool_before_activation(head_nodes, segment):
-        x = head_graph.call_module(str(n.target), (x,))
-    head_graph.output(x)
-    rest_graph = fx.Graph()
-    env2 = {head_nodes[-1]: rest_graph.placeholder("h")}
-    for n in nodes[1 + len(head_nodes) :]:
-        env2[n] = rest_graph.node_copy(n, lambda x: env2[x])
-    try:
-        head = fx.GraphModule(segment, head_graph)
-        rest = fx.GraphModule(segment, rest_graph)
-    except Exception:  # noqa: BLE001
-        return None, segment
-    for n in head_nodes:
-        module = head.get_submodule(str(n.target))
-        if isinstance(module, tuple(_ADAPTIVE_DIMS)):
-            replacement: Optional[nn.Module] = _SkipSameSizePool(module)
-        else:
-            replacement = _TiledMaxPool2d.wrap(module)
-        if replacement is not None:
-            _replace_submodule(head, str(n.target), replacement)
-    return head, rest
-
-
-def _non_decreasing(module: nn.Module) -> bool:
-    """An elementwise activation ``f`` with ``a <= b => f(a) <= f(b)`` also
-    in floating point (a clamp, or a product by a nonnegative constant)."""
-    if type(module) in (nn.ReLU, nn.ReLU6):
-        return True
-    return type(module) is nn.LeakyReLU and module.negative_slope >= 0
-
-
-def _pool_before_activation(
-    nodes: Sequence[fx.Node], segment: fx.GraphModule
-) -> List[fx.Node]:
-    """``nodes`` (a chain of channel-wise modules) with every max pooling
-    moved before the non-decreasing activations just ahead of it.
-
-    For a non-decreasing ``f``, the maximum of ``f`` over a window is ``f``
-    of the maximum, exactly (``f`` is applied to the same element either
-    way), so ``relu -> maxpool`` equals ``maxpool -> relu``, and the second
-    order runs the activation on the pooled tensor (a quarter of the
-    elements for 2x2 windows).
-    """
-    order = list(nodes)
-    moved = True
-    while moved:
-        moved = False
-        for i in range(len(order) - 1):
-            first = segment.get_submodule(str(order[i].target))
-            second = segment.get_submodule(str(order[i + 1].target))
-            if _non_decreasing(first) and isinstance(second, _MAX_POOLS):
-                order[i], order[i + 1] = order[i + 1], order[i]
-                moved = True
-    return order
-
-
-_ADAPTIVE_DIMS = {
-    nn.AdaptiveAvgPool1d: 1,
-    nn.AdaptiveAvgPool2d: 2,
-    nn.AdaptiveAvgPool3d: 3,
-    nn.AdaptiveMaxPool1d: 1,
-    nn.AdaptiveMaxPool2d: 2,
-    nn.AdaptiveMaxPool3d: 3,
-}
-
-
-class _SkipSameSizePool(nn.Module):
-    """Adaptive pooling that returns its input when the output size equals the
-    input size: each window is then one element, so pooling is exactly the
-    identity, but its kernel still costs a pass over the activations (the
-    shipped digits classifier pools 4x4 to 4x4)."""
-
-    def __init__(self, pool: nn.Module) -> None:
-        super().__init__()
-        self.pool = pool
-        self.n_dims = _ADAPTIVE_DIMS[type(pool)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.pool.output_size
-        if not isinstance(size, (tuple, list)):
-            size = (size,) * self.n_dims
-        spatial = tuple(x.shape[x.dim() - self.n_dims :])
-        target = tuple(d if s is None else s for s, d in zip(size, spatial))
-        if x.dim() > self.n_dims + 1 and spatial == target:
-            return x
-        return self.pool(x)
-
-
-class _TiledMaxPool2d(nn.Module):
-    """2-D max pooling over non-overlapping windows as elementwise maxima of
-    strided views (over the window's rows, then its columns): the same values
-    as ``nn.MaxPool2d`` (a maximum is exact), without the index bookkeeping
-    of PyTorch's CPU kernel, which computes the argmax even when nobody asks
-    for it (measured on 360x32x8x8 with 2x2 windows, 2 threads: 0.19 ms,
-    against 0.30 ms for the maximum of the four views one at a time and
-    2.0 ms for ``F.max_pool2d``)."""
-
-    def __init__(self, pool: nn.MaxPool2d, kernel: Tuple[int, int]) -> None:
-        super().__init__()
-        self.pool = pool
-        self.kernel = kernel
-
-    @classmethod
-    def wrap(cls, module: nn.Module) -> Optional["_TiledMaxPool2d"]:
-        if type(module) is not nn.MaxPool2d:
-            return None
-
-        def pair(v):
-            return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-        kernel = pair(module.kernel_size)
-        stride = pair(module.stride if module.stride is not None else kernel)
-        if (
-            kernel != stride
-            or pair(module.padding) != (0, 0)
-            or pair(module.dilation) != (1, 1)
-            or module.ceil_mode
-            or module.return_indices
-            or kernel[0] * kernel[1] > 16
-        ):
-            return None
-        return cls(module, kernel)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 3:
-            return self.pool(x)
-        kh, kw = self.kernel
-        oh, ow = x.shape[-2] // kh, x.shape[-1] // kw
-        if oh == 0 or ow == 0:
-            return self.pool(x)
-        x = x[..., : oh * kh, : ow * kw]
-        # Separable: the maximum over the window rows (whole rows at a time),
-        # then over its columns; kh + kw - 2 passes instead of kh * kw - 1.
-        rows = x[..., 0::kh, :]
-        for i in range(1, kh):
-            rows = torch.maximum(rows, x[..., i::kh, :])
-        out = rows[..., 0::kw]
-        for j in range(1, kw):
-            out = torch.maximum(out, rows[..., j::kw])
-        return out.contiguous()

@@ -2,7 +2,7 @@ r"""Incremental evaluation of the linear layer that follows a player layer.
 
 Removing neurons of a player layer replaces whole channels of its output by
 their removal value ``f``. After the channel-wise head (activation, pooling;
-see :func:`~._shapley_suffix.split_channelwise_head`), the next module of the
+see :func:`~.segments.split_channelwise_head`), the next module of the
 segment is often linear: a convolution or, after a flatten, a linear layer.
 For binary channel masks ``m`` and ``m'`` of the same head output ``h``,
 linearity gives
@@ -237,10 +237,10 @@ class AdditiveStage:
             and tuple(module.dilation) == (1, 1)
         ):
             # One input channel: the patches are a strided view of the padded
-            # input, and one matrix product gives every output channel
-            # (measured for 360 inputs and 32 outputs: 0.47 ms against
-            # 0.94 ms for im2col and 2.1 ms for the convolution at 8x8;
-            # 0.16 / 0.74 / 0.15 ms at 4x4).
+            # input, and one matrix product gives every output channel (an
+            # engine choice for undilated 2-D kernels, faster on a CPU than
+            # im2col or a one-channel convolution on the digits classifier's
+            # maps; docs/benchmarks_neuron_shapley.rst has the timings).
             (ph, pw), (sh, sw), (kh, kw) = module.padding, module.stride, kernel
             hp = F.pad(hc[:, 0], (pw, pw, ph, ph))
             patches = hp.unfold(1, kh, sh).unfold(2, kw, sw)
