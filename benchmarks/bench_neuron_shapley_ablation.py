@@ -17,12 +17,16 @@ accuracy after removing the top k filters (k = 0..20) is reported for
 Classifiers: the shipped digits CNN (``digits_classifier``, conv1-conv3,
 80 filters) and a small residual network (a stem convolution and three
 torchvision ``BasicBlock`` s of 16 channels, 112 filters) trained here on
-the training digits (seeded, a few seconds). The area under each curve is
+the training digits (seeded, a few seconds); and, when ``ccexam`` is
+installed, a real pretrained network nobody here wrote: its MNIST CNN
+(``zoo.mnist_cnn``, conv1 and conv2, 96 filters) on the same digits laid out
+as MNIST digits (``zoo.digits_to_mnist``). The area under each curve is
 the mean test accuracy over k = 1..20 (lower: the ranking found filters the
 accuracy depends on). Writes the plot to ``--plot`` and prints one JSON
-line. ``--quick`` is a smoke version.
+line. ``--quick`` is a smoke version (the digits CNN only).
 
     python benchmarks/bench_neuron_shapley_ablation.py [--quick] [--plot PATH]
+        [--seconds S] [--models digits_classifier,digits_resnet,ccexam_mnist_cnn]
 """
 
 import argparse
@@ -40,7 +44,14 @@ from captum_inverseset.ablation import (
     filter_norm_scores,
     gradcam_channel_scores,
 )
-from captum_inverseset.zoo import digits_classifier, load_digits_dataset
+from captum_inverseset.zoo import (
+    DigitsDataset,
+    digits_classifier,
+    digits_to_mnist,
+    load_digits_dataset,
+    mnist_cnn,
+    mnist_cnn_available,
+)
 
 
 class DigitsResNet(nn.Module):
@@ -151,8 +162,10 @@ def plot(curves, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4))
-    for ax, (name, curve) in zip(axes, curves.items()):
+    fig, axes = plt.subplots(
+        1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False
+    )
+    for ax, (name, curve) in zip(axes[0], curves.items()):
         curve.plot(plt_fig_axis=(fig, ax), title=name)
         ax.set_ylabel("test accuracy")
         ax.set_xlabel("filters removed (top k of each ranking)")
@@ -167,6 +180,12 @@ def main() -> None:
         "--seconds", type=float, default=None, help="per Shapley estimate (60)"
     )
     parser.add_argument("--plot", default=None, help="write the curves to a PNG")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated subset of digits_classifier, digits_resnet, "
+        "ccexam_mnist_cnn (default: all; --quick: digits_classifier)",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
@@ -174,10 +193,29 @@ def main() -> None:
     seconds = args.seconds or (2.0 if quick else 60.0)
     ks = (0, 2, 5) if quick else tuple(range(0, 21))
     data = load_digits_dataset()
-    models = {
-        "digits_classifier": digits_classifier().eval(),
-        "digits_resnet": train_resnet(data, epochs=2 if quick else 15),
-    }
+    chosen = (
+        args.models
+        or (
+            "digits_classifier"
+            if quick
+            else "digits_classifier,digits_resnet,ccexam_mnist_cnn"
+        )
+    ).split(",")
+    models, datasets = {}, {}
+    if "digits_classifier" in chosen:
+        models["digits_classifier"] = digits_classifier().eval()
+    if "digits_resnet" in chosen:
+        models["digits_resnet"] = train_resnet(data, epochs=2 if quick else 15)
+    for name in models:
+        datasets[name] = data
+    if "ccexam_mnist_cnn" in chosen and mnist_cnn_available():
+        models["ccexam_mnist_cnn"] = mnist_cnn()
+        datasets["ccexam_mnist_cnn"] = DigitsDataset(
+            digits_to_mnist(data.train_inputs),
+            data.train_labels,
+            digits_to_mnist(data.test_inputs),
+            data.test_labels,
+        )
     figures = {"quick": quick, "shapley_seconds": seconds}
     curves = {}
     for name, model in models.items():
@@ -185,7 +223,7 @@ def main() -> None:
             p.requires_grad_(False)
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
         curve, figures[name] = compare(
-            name, model, convs, data, seconds, ks, 100 if quick else 400
+            name, model, convs, datasets[name], seconds, ks, 100 if quick else 400
         )
         curves[f"{name} ({figures[name]['players']} filters)"] = curve
     if args.plot:

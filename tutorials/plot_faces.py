@@ -11,29 +11,28 @@ We ask it two questions:
    figures: which faces does a layer consider "the same" as a query face?
    At the first block (``main.1``, 512x4x4 = 8192 units) and the second
    (``main.4``, 256x8x8 = 16384 units).
-2. **Inverse sets** (Hada & Carreira-Perpinan) of two of the generator's own
-   units, and of their intersection: which latents make both units fire in
-   a band, and what do their faces share?
+2. **Inverse sets** (Hada & Carreira-Perpinan) of a real face detector's
+   neurons through the face DCGAN, and of their intersection: which faces
+   make MTCNN's ONet (``facenet-pytorch``, pretrained) call them a face with
+   a high logit, and which of those also have the nose to the right?
 
-This page needs ``pip install --no-deps gan-face-generate==1.1.1`` (the
-weights ship inside that wheel); without it every step below is skipped.
-
-Why the generator's own units for the inverse set: no pretrained face or
-image network ships weights in an installed package here (the face DCGAN's
-package ships only its generator, not its discriminator), and a torchvision
-model with random weights is not a real network. A GAN's hidden units are
-real, trained units whose meaning is worth asking about (GAN Dissection, Bau
-et al. 2019, finds units that draw windows, trees or doors); the inverse set
-answers it with samples instead of top activations.
+This page needs ``pip install --no-deps gan-face-generate==1.1.1
+facenet-pytorch==2.6.0`` (the weights ship inside those wheels; the
+Makefile's bootstrap installs them); without them the steps are skipped.
 """
 
 import matplotlib.pyplot as plt
 import torch
-from torch import nn
+from captum.attr import LayerActivation
 
 from captum_inverseset import EGBAS, NeuronConstraint, NeuronInverseSet
 from captum_inverseset.visualization import visualize_image_grid
-from captum_inverseset.zoo import face_dcgan, face_dcgan_available
+from captum_inverseset.zoo import (
+    face_dcgan,
+    face_dcgan_available,
+    face_detector,
+    face_detector_available,
+)
 
 torch.set_num_threads(2)
 generator = face_dcgan() if face_dcgan_available() else None
@@ -97,78 +96,62 @@ if generator is not None:
 # face's layout stays; the printed ratios say how much further than the ball
 # the tree reaches.
 #
-# Inverse sets of two units and of their intersection
-# ---------------------------------------------------
-# The "network" is the face DCGAN's first two blocks, up to the second
-# block's BatchNorm (``main.4``), whose channels we treat as neurons: a
-# channel's activation summed over its 8x8 positions. The samples are
-# latents, drawn from the generator's prior :math:`\mathcal{N}(0, I)` and
-# kept in its bulk (``code_bound="auto"``); their faces are ``G(z)``.
+# Inverse sets of a face detector's neurons, and their intersection
+# -----------------------------------------------------------------
+# The network is MTCNN's ONet (:func:`~captum_inverseset.zoo.face_detector`,
+# the pretrained weights of ``facenet-pytorch``), a face detector nobody here
+# trained, looking at the DCGAN's faces. Two of its neurons: the face logit
+# (``dense6_1``, unit 1) and one landmark output (``dense6_3``, unit 2: the
+# nose's x coordinate in the detector's crop, larger when the nose is to the
+# right). The bands come from 512 prior faces, read with Captum's
+# ``LayerActivation``: the face logit in its top 5%, the nose x in its top
+# decile. The samples are latents; the constraints are on ``ONet(G(z))``.
 
-
-class LatentPrior(nn.Module):
-    """Latents as the inputs: the identity, with the prior the sampler
-    starts from (``random_codes``) and bounds codes by (``prior_std``)."""
-
-    latent_dim = 100
-    code_shape = (100,)
-    prior_std = 1.0
-
-    def forward(self, z):
-        return z
-
-    def random_codes(self, n, generator=None, device=None):
-        return torch.randn((n, 100), generator=generator).to(device or "cpu")
-
-
-if generator is not None:
-    blocks = nn.Sequential(nn.Unflatten(1, (100, 1, 1)), *generator.main[:5]).eval()
-    layer = blocks[5]  # generator.main[4], the second block's BatchNorm
-    prior = torch.randn(2000, 100, generator=torch.Generator().manual_seed(3))
+if generator is not None and face_detector_available():
+    detector = face_detector()
+    face_logit, landmarks = detector.onet.dense6_1, detector.onet.dense6_3
+    prior = generator.random_codes(512, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        per_channel = blocks(prior).sum(dim=(2, 3))  # (2000, 256)
-    # Two channels that vary most over the prior, each in its top decile.
-    unit_a, unit_b = per_channel.std(dim=0).topk(2).indices.tolist()
-    band_a = (float(per_channel[:, unit_a].quantile(0.9)), None)
-    band_b = (float(per_channel[:, unit_b].quantile(0.9)), None)
-    both = (per_channel[:, unit_a] >= band_a[0]) & (per_channel[:, unit_b] >= band_b[0])
+        faces = torch.cat([generator(z) for z in prior.split(128)])
+    face = LayerActivation(detector, face_logit).attribute(faces)[:, 1]
+    nose_x = LayerActivation(detector, landmarks).attribute(faces)[:, 2]
+    band_face = (float(face.quantile(0.95)), None)
+    band_nose = (float(nose_x.quantile(0.9)), None)
+    both = (face >= band_face[0]) & (nose_x >= band_nose[0])
     print(
-        f"units {unit_a} and {unit_b}: {int(both.sum())} of 2000 prior samples "
-        "are in both top deciles"
+        f"face logit >= {band_face[0]:.2f}: {int((face >= band_face[0]).sum())} of"
+        f" 512 prior faces; also nose x >= {band_nose[0]:.3f}: {int(both.sum())}"
     )
-    sampler = NeuronInverseSet(blocks, layer, generator=LatentPrior())
-    alone = sampler.sample((unit_a, slice(None), slice(None)), band_a, n_samples=8)
+    sampler = NeuronInverseSet(detector, face_logit, generator=generator)
+    alone = sampler.sample(1, band_face, n_samples=8, batch_size=8)
     joint = sampler.sample(
-        (unit_a, slice(None), slice(None)),
-        band_a,
+        1,
+        band_face,
         n_samples=8,
-        additional_constraints=[
-            NeuronConstraint(layer, (unit_b, slice(None), slice(None)), band_b)
-        ],
+        batch_size=8,
+        additional_constraints=[NeuronConstraint(landmarks, 2, band_nose)],
     )
     print(
-        f"unit {unit_a} alone: {alone.feasible_fraction:.0%} in band; both units: "
-        f"{joint.feasible_fraction:.0%} in both bands"
+        f"face logit alone: {alone.feasible_fraction:.0%} in band; with the nose "
+        f"band: {joint.feasible_fraction:.0%} in both bands"
     )
-    with torch.no_grad():
-        faces = [generator(r.inputs) for r in (alone, joint)]
-        faces.append(generator(prior[both][:8]))
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
-    titles = [
-        f"inverse set: unit {unit_a} in its top decile",
-        f"inverse set: units {unit_a} and {unit_b}",
-        "prior samples in both bands (rejection)",
+    panels = [
+        (alone.inputs, "inverse set: ONet face logit in its top 5%"),
+        (joint.inputs, "inverse set: face logit and nose x (top decile)"),
+        (faces[both][:8], "prior faces in both bands (rejection)"),
     ]
-    for ax, images, title in zip(axes, faces, titles):
+    for ax, (images, title) in zip(axes, panels):
         visualize_image_grid(images, ncols=4, plt_fig_axis=(fig, ax))
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
 
 ###############################################################################
-# The intersection is rare under the prior (the count above), yet every
-# inverse-set sample lies in both bands; the rejection samples beside them
-# are the few prior draws that happen to. Adding the second unit's band
-# moves the samples towards darker faces, as the rejection samples are:
-# that is what the two units respond to together. The inverse-set samples
-# spread further than prior samples do (the sampler pushes them apart,
-# within the prior's bulk), hence their stronger colours.
+# The intersection is rare under the prior (the count above: a handful of
+# 512 faces), yet every inverse-set sample lies in both bands, found in a
+# few tens of gradient steps through ``ONet(G(z))``; the rejection samples
+# beside them are the few prior faces that happen to. With the nose band
+# the heads turn to one side, as in the rejection samples: that is what the
+# landmark unit reads. The inverse-set faces spread further than prior faces
+# do (very bright and very dark lighting): the sampler pushes the samples
+# apart within the prior's bulk, and the detector still calls them faces.

@@ -1,5 +1,7 @@
 """Shipped models (digits classifier, generator and encoder) and loaders of
-real pretrained weights that ship inside PyPI packages (the face DCGAN)."""
+real pretrained weights that ship inside PyPI packages (the face DCGAN of
+``gan-face-generate``, the MNIST CNN of ``ccexam``, MTCNN's ONet of
+``facenet-pytorch``)."""
 
 from .digits import (
     LATENT_DIM,
@@ -14,6 +16,7 @@ from .digits import (
     load_weights,
     weights_path,
 )
+from .face_detector import FaceDetector, face_detector, face_detector_available
 from .faces import (
     FACE_LATENT_DIM,
     FaceDCGANGenerator,
@@ -21,8 +24,16 @@ from .faces import (
     face_dcgan_available,
     face_dcgan_weights_path,
 )
+from .mnist import MNISTClassifier, digits_to_mnist, mnist_cnn, mnist_cnn_available
 
 __all__ = [
+    "FaceDetector",
+    "face_detector",
+    "face_detector_available",
+    "MNISTClassifier",
+    "digits_to_mnist",
+    "mnist_cnn",
+    "mnist_cnn_available",
     "FACE_LATENT_DIM",
     "FaceDCGANGenerator",
     "face_dcgan",

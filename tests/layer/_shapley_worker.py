@@ -4,13 +4,17 @@ Usage::
 
     python -m tests.layer._shapley_worker OUT [--checkpoint PATH] [--slow]
         [--top-k K] [--seed S] [--seed-per-rank] [--kill-at-save N --kill-when W]
+        [--residual]
 
 (and RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT in the environment for a
 torch.distributed run on gloo). ``PATH`` may hold ``{rank}`` (a node-local
 checkpoint per rank). ``--kill-at-save N`` makes the process SIGKILL itself
 during its ``N``-th checkpoint save: ``--kill-when write`` halfway through
 writing the temporary file, ``--kill-when rename`` after writing it, before
-the rename. A run that raises writes the error to ``OUT.rank<R>.err``.
+the rename. ``--residual`` runs :func:`run_residual` instead (a residual
+CNN on the graph engine, every conv filter a player, each permutation on its
+own random subset of the examples). A run that raises writes the error to
+``OUT.rank<R>.err``.
 """
 
 import argparse
@@ -57,6 +61,37 @@ def run(checkpoint=None, slow=False, distributed=False, top_k=None, seed=11):
     )
 
 
+def run_residual(distributed=False, top_k=None, seed=11):
+    """Every conv filter of a small torchvision-style residual network (stem,
+    two BasicBlocks, 20 players) on the graph engine, loss metric, each
+    permutation on a fresh random subset of 8 of the 24 examples."""
+    from torch import nn
+    from torchvision.models.resnet import BasicBlock
+
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        BasicBlock(4, 4), BasicBlock(4, 4),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    ).eval()  # fmt: skip
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(24, 2, 6, 6, generator=torch.Generator().manual_seed(5))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return NeuronShapley(model, convs).interpret(
+        x,
+        target=model(x).argmax(1),
+        metric="loss",
+        n_permutations=12,
+        examples_per_permutation=8,
+        engine="graph",
+        top_k=top_k,
+        seed=seed,
+        permutations_per_round=2,
+        distributed=distributed,
+    )
+
+
 def _kill_during_save(at_save: int, when: str) -> None:
     """Patch the writer so that the ``at_save``-th checkpoint save kills this
     process with SIGKILL, mid-write or between the write and the rename."""
@@ -95,6 +130,7 @@ def main():
     parser.add_argument("--seed-per-rank", action="store_true")
     parser.add_argument("--kill-at-save", type=int, default=None)
     parser.add_argument("--kill-when", choices=["write", "rename"], default="rename")
+    parser.add_argument("--residual", action="store_true")
     args = parser.parse_args()
     distributed = "WORLD_SIZE" in os.environ
     rank = int(os.environ.get("RANK", "0"))
@@ -110,7 +146,10 @@ def main():
     seed = args.seed + (rank if args.seed_per_rank else 0)
     try:
         try:
-            stats = run(checkpoint, args.slow, distributed, args.top_k, seed)
+            if args.residual:
+                stats = run_residual(distributed, args.top_k, seed)
+            else:
+                stats = run(checkpoint, args.slow, distributed, args.top_k, seed)
         except ValueError as err:
             with open(f"{args.out}.rank{rank}.err", "w") as fh:
                 fh.write(str(err))

@@ -541,3 +541,41 @@ def test_bernstein_radius_is_maurer_pontil():
     assert got[0].item() == pytest.approx(expected0, rel=1e-12)
     assert math.isinf(got[1].item())  # one sample: no bound yet
     assert got[2].item() == pytest.approx(7 * 0.5 * log_term / 9, rel=1e-12)
+
+
+def test_untraceable_model_warns_that_every_coalition_is_a_full_forward():
+    """A forward with Python control flow on its input (ccexam's MNIST CNN
+    checks the input size) cannot be traced by torch.fx, so 'auto' falls back
+    to the hook engine; the user is told why and how to get the fast engines
+    (the same modules as an nn.Sequential), with the same values."""
+    import warnings
+
+    from captum_inverseset import NeuronShapleyWarning
+
+    class Checked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                nn.Linear(3 * 4 * 4, 4),
+            )  # fmt: skip
+
+        def forward(self, x):
+            if x.shape[-1] != 4:
+                raise ValueError("4x4 inputs only")
+            return self.body(x)
+
+    torch.manual_seed(0)
+    model = Checked().eval()
+    x = torch.randn(6, 1, 4, 4)
+    y = model(x).argmax(1)
+    kw = dict(target=y, metric="loss", n_permutations=3, seed=0)
+    with pytest.warns(NeuronShapleyWarning, match="torch.fx cannot trace .*Sequential"):
+        slow = NeuronShapley(model, model.body[0]).interpret(x, **kw)
+    assert slow.engine == "hooks"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NeuronShapleyWarning)
+        NeuronShapley(model, model.body[0]).interpret(x, engine="hooks", **kw)
+        fast = NeuronShapley(model.body, model.body[0]).interpret(x, **kw)
+    assert fast.engine != "hooks"
+    torch.testing.assert_close(fast.values, slow.values)

@@ -83,6 +83,9 @@ class ShapleyGame:
         self.memory_budget = int(memory_budget)
         self._measure_layers()
         self.fills = removal.fills(forward_func, self.layers, self.means)
+        # Why torch.fx could not trace the model, when it could not (set by
+        # the engines that trace it; read by NeuronShapley's warning).
+        self.trace_error: Optional[str] = None
         self.engine = select_engine(self, engine)
         self._rows_given = rows_per_pass is not None
         device = self.batches[0][0][0].device

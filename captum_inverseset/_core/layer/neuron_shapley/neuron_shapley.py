@@ -409,6 +409,18 @@ class NeuronShapley(LayerAttribution, PerturbationAttribution):
                 exact=opts.exact,
                 memory_budget=opts.max_memory,
             )
+            if opts.engine == "auto" and game.trace_error is not None:
+                warnings.warn(
+                    f"torch.fx cannot trace the model ({game.trace_error}), so "
+                    f"every coalition costs a forward pass of the whole model "
+                    f"(engine={game.engine_name!r}) instead of only the parts a "
+                    "removal changes. Python control flow on the inputs in a "
+                    "forward (a shape check, a loop over the batch) is the usual "
+                    "cause: an nn.Sequential of the same modules can be traced. "
+                    "Pass engine='hooks' to silence this",
+                    NeuronShapleyWarning,
+                    stacklevel=4,
+                )
             if opts.top_k is not None and opts.top_k >= game.n_players:
                 raise ValueError(
                     f"top_k must be smaller than the number of players "

@@ -502,7 +502,9 @@ def trace_graph(game) -> Optional[fx.GraphModule]:
     try:
         graph = _LeafTracer(game.layers).trace(game.forward_func)
         module = fx.GraphModule(game.forward_func, graph)
-    except Exception:  # noqa: BLE001 - any tracing failure: not this engine
+    except Exception as err:  # noqa: BLE001 - any tracing failure: not this engine
+        lines = str(err).strip().splitlines() or [""]
+        game.trace_error = f"{type(err).__name__}: {lines[0]}"
         return None
     names = [_module_name(game.forward_func, layer) for layer in game.layers]
     found = [n.target for n in module.graph.nodes if n.op == "call_module"]

@@ -1,0 +1,131 @@
+"""Does the top-k bandit ever settle a player that belongs in the top k?
+
+For each setting, one long plain truncated Monte Carlo run (``10 x`` the
+bandit's permutations, its own seed) gives the reference top k. Then, for
+each of ``--seeds`` seeds, NeuronShapley with ``top_k=k`` runs the bandit's
+permutations with
+
+* the default rule (a union bound over the players, the metric's known range
+  where it has one, at least ``bandit_min_samples=10`` evaluated
+  contributions before a player is settled), and
+* the old rule of the paper's code (``bandit_union_bound=False,
+  bandit_min_samples=0, bandit_value_range="observed"``),
+
+and counts the **unsafe drops**: players the run settled *out of* its top k
+that the long reference puts in its top k. It also reports the evaluations of
+each rule over those of plain truncated Monte Carlo at the same permutations
+(the bandit's saving), on the first ``--plain-seeds`` seeds.
+
+Settings (every conv filter a player, loss metric on 60 held-out digits,
+truncation at 5% of V(N) - V(empty), the issue's failure case):
+
+* ``digits_classifier``: the shipped digits CNN, 80 filters, top 10;
+* ``digits_resnet``: the residual digits network of
+  ``bench_neuron_shapley_ablation.py`` (a stem and three BasicBlocks), 112
+  filters, top 10.
+
+Prints one JSON line; the evaluation counts do not depend on the machine's
+load. ``--quick`` is a smoke version (the digits CNN only, one seed).
+
+    python benchmarks/bench_neuron_shapley_bandit_safety.py [--quick] [--seeds 40]
+"""
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+import torch
+from torch import nn
+
+from captum_inverseset import NeuronShapley
+from captum_inverseset.zoo import digits_classifier, load_digits_dataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_neuron_shapley_ablation import train_resnet  # noqa: E402
+
+OLD_RULE = dict(
+    bandit_union_bound=False, bandit_min_samples=0, bandit_value_range="observed"
+)
+
+
+def setting(name, model, x, y, k, n_perm, seeds, plain_seeds):
+    players = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    ns = NeuronShapley(model, players)
+    base = dict(target=y, metric="loss")
+    full = ns.interpret(x, n_permutations=1, seed=0, **base)
+    tolerance = 0.05 * abs(full.value_full - full.value_empty)
+    kw = dict(truncation_tolerance=tolerance, **base)
+    reference = ns.interpret(x, n_permutations=10 * n_perm, seed=10**6, **kw)
+    ref_top = set(torch.argsort(reference.values, descending=True)[:k].tolist())
+
+    def unsafe(res):
+        top = set(torch.argsort(res.values, descending=True)[:k].tolist())
+        dropped = {
+            int(i) for i in torch.nonzero(res.settled).flatten() if int(i) not in top
+        }
+        return sorted(dropped & ref_top)
+
+    out = dict(
+        players=int(reference.values.numel()),
+        top_k=k,
+        bandit_permutations=n_perm,
+        reference_permutations=10 * n_perm,
+        truncation_tolerance=tolerance,
+        seeds=len(seeds),
+    )
+    for rule, extra in (("default", {}), ("old_rule", OLD_RULE)):
+        drops, evals, settled = [], [], []
+        for seed in seeds:
+            res = ns.interpret(
+                x, n_permutations=n_perm, seed=seed, top_k=k, **kw, **extra
+            )
+            drops.append(unsafe(res))
+            evals.append(res.n_evaluations)
+            settled.append(int(res.settled.sum()))
+        out[rule] = dict(
+            seeds_with_unsafe_drops=sum(bool(d) for d in drops),
+            unsafe_drops={str(s): d for s, d in zip(seeds, drops) if d},
+            mean_settled_players=sum(settled) / len(settled),
+            evaluations=evals,
+        )
+    plain = [
+        ns.interpret(x, n_permutations=n_perm, seed=seed, **kw).n_evaluations
+        for seed in seeds[:plain_seeds]
+    ]
+    for rule in ("default", "old_rule"):
+        ours = out[rule]["evaluations"][:plain_seeds]
+        out[rule]["evaluations_over_plain_tmc"] = round(sum(ours) / sum(plain), 4)
+    out["plain_tmc_evaluations"] = plain
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--seeds", type=int, default=None, help="bandit seeds (40)")
+    parser.add_argument("--permutations", type=int, default=None, help="(200)")
+    parser.add_argument("--plain-seeds", type=int, default=5)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    n_seeds = args.seeds or (1 if args.quick else 40)
+    n_perm = args.permutations or (6 if args.quick else 200)
+    seeds = list(range(n_seeds))
+    plain_seeds = min(args.plain_seeds, n_seeds)
+    data = load_digits_dataset()
+    x, y = data.test_inputs[:60], data.test_labels[:60]
+    models = {"digits_classifier": digits_classifier().eval()}
+    if not args.quick:
+        models["digits_resnet"] = train_resnet(data, epochs=15)
+    figures = {"quick": args.quick}
+    for name, model in models.items():
+        for p in model.parameters():
+            p.requires_grad_(False)
+        figures[name] = setting(name, model, x, y, 10, n_perm, seeds, plain_seeds)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
