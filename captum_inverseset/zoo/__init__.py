@@ -16,7 +16,7 @@ from .digits import (
     load_weights,
     weights_path,
 )
-from .face_detector import FaceDetector, face_detector, face_detector_available
+from .mtcnn import FaceDetector, face_detector, face_detector_available
 from .faces import (
     FACE_LATENT_DIM,
     FaceDCGANGenerator,
