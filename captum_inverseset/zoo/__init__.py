@@ -16,7 +16,6 @@ from .digits import (
     load_weights,
     weights_path,
 )
-from .mtcnn import FaceDetector, face_detector, face_detector_available
 from .faces import (
     FACE_LATENT_DIM,
     FaceDCGANGenerator,
@@ -25,6 +24,7 @@ from .faces import (
     face_dcgan_weights_path,
 )
 from .mnist import MNISTClassifier, digits_to_mnist, mnist_cnn, mnist_cnn_available
+from .mtcnn import FaceDetector, face_detector, face_detector_available
 
 __all__ = [
     "FaceDetector",
