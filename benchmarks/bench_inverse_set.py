@@ -251,25 +251,18 @@ def dataset_baseline(sampler, unit, band, n, data, n_quick=None):
 
 def real_cnn_setup():
     """ccexam's pretrained MNIST CNN behind the shipped digits models, or None."""
-    try:
-        import importlib.resources as resources
-
-        from ccexam.models import MNISTNet
-    except ImportError:
-        return None
     import torch.nn.functional as F
     from torch import nn
 
     from captum_inverseset.param import GeneratorParameterization
-    from captum_inverseset.zoo import load_digits_dataset
+    from captum_inverseset.zoo import (
+        load_digits_dataset,
+        mnist_cnn,
+        mnist_cnn_available,
+    )
 
-    class Normalized(nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            return self.net((x - 0.1307) / 0.3081)  # ccexam's MNIST statistics
+    if not mnist_cnn_available():
+        return None
 
     class Up(nn.Module):
         def forward(self, x):
@@ -283,10 +276,7 @@ def real_cnn_setup():
         def forward(self, x):
             return self.enc(F.adaptive_avg_pool2d(x, 8))
 
-    net = MNISTNet(28)
-    path = resources.files("ccexam") / "weights" / "mnist.pth"
-    net.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True))
-    model = Normalized(net).eval()
+    model = mnist_cnn()
     train_x, train_y, test_x, test_y = load_digits_dataset()
     x28 = Up()(torch.cat([train_x, test_x]))
     y = torch.cat([train_y, test_y])
@@ -296,34 +286,26 @@ def real_cnn_setup():
     band = tuple(torch.quantile(own, torch.tensor([0.4, 0.8])).tolist())
     gen = GeneratorParameterization(digits_generator().eval(), (8,), postprocess=Up())
     sampler = NeuronInverseSet(
-        model, net.classifier[2], generator=gen, encoder=Pooled(digits_encoder().eval())
+        model,
+        model.net.classifier[2],
+        generator=gen,
+        encoder=Pooled(digits_encoder().eval()),
     )
     return sampler, band, x28
 
 
 def face_setup():
     """The face DCGAN and ONet's face logit, or None when not installed."""
-    from captum_inverseset.zoo import face_dcgan, face_dcgan_available
+    from captum_inverseset.zoo import (
+        face_dcgan,
+        face_dcgan_available,
+        face_detector,
+        face_detector_available,
+    )
 
-    try:
-        from facenet_pytorch.models.mtcnn import ONet
-    except ImportError:
+    if not (face_dcgan_available() and face_detector_available()):
         return None
-    if not face_dcgan_available():
-        return None
-    import torch.nn.functional as F
-    from torch import nn
-
-    class FaceDetector(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.onet = ONet(pretrained=True).eval()
-
-        def forward(self, x):
-            x = F.interpolate(x, size=48, mode="bilinear", align_corners=False)
-            return self.onet((x * 255 - 127.5) * 0.0078125)[2]  # MTCNN's scaling
-
-    return face_dcgan().eval(), FaceDetector().eval()
+    return face_dcgan().eval(), face_detector()
 
 
 def run_faces(quick):

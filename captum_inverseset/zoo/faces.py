@@ -21,12 +21,12 @@ file is unpickled as code.
   E-GBAS's generative boundaries.
 """
 
-import importlib.util
-import os
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
+
+from ._wheels import package_file, package_installed
 
 __all__ = [
     "FACE_LATENT_DIM",
@@ -109,18 +109,12 @@ class FaceDCGANGenerator(nn.Module):
 
 def face_dcgan_available() -> bool:
     """Whether ``gan-face-generate`` (the weights) is installed."""
-    return importlib.util.find_spec(_PACKAGE) is not None
+    return package_installed(_PACKAGE)
 
 
 def face_dcgan_weights_path() -> str:
     """Path of the weights file inside the installed ``gan-face-generate``."""
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the face DCGAN's weights come from the PyPI package "
-            f"gan-face-generate: {_INSTALL}"
-        )
-    return os.path.join(list(spec.submodule_search_locations)[0], "weights.tar")
+    return package_file(_PACKAGE, "the face DCGAN's weights", _INSTALL, "weights.tar")
 
 
 def face_dcgan(

@@ -19,12 +19,11 @@ scikit-learn's bundled 8x8 digits, laid out as MNIST digits by
 :func:`digits_to_mnist`, are data it has never seen.
 """
 
-import importlib.util
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ._wheels import package_file, package_installed
 
 __all__ = ["MNISTClassifier", "digits_to_mnist", "mnist_cnn", "mnist_cnn_available"]
 
@@ -57,7 +56,7 @@ class MNISTClassifier(nn.Module):
 
 def mnist_cnn_available() -> bool:
     """Whether ``ccexam`` (the weights) is installed."""
-    return importlib.util.find_spec(_PACKAGE) is not None
+    return package_installed(_PACKAGE)
 
 
 def mnist_cnn() -> MNISTClassifier:
@@ -81,15 +80,12 @@ def mnist_cnn() -> MNISTClassifier:
         >>> conv2 = model.net.features[3]
         >>> LayerConductance(model, conv2).attribute(x28[:4], target=y[:4])
     """
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the pretrained MNIST CNN comes from the PyPI package ccexam: {_INSTALL}"
-        )
+    path = package_file(
+        _PACKAGE, "the pretrained MNIST CNN", _INSTALL, "weights", "mnist.pth"
+    )
     from ccexam.models import MNISTNet
 
     net = MNISTNet(28)
-    path = os.path.join(spec.submodule_search_locations[0], "weights", "mnist.pth")
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return MNISTClassifier(net).eval()
 

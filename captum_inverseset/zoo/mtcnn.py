@@ -19,13 +19,13 @@ Its neurons of interest:
 * ``onet.dense5``: the 256-unit representation the heads read.
 """
 
-import importlib.util
-import os
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ._wheels import package_file, package_installed
 
 __all__ = ["FaceDetector", "face_detector", "face_detector_available"]
 
@@ -55,7 +55,7 @@ class FaceDetector(nn.Module):
 
 def face_detector_available() -> bool:
     """Whether ``facenet-pytorch`` (the weights) is installed."""
-    return importlib.util.find_spec(_PACKAGE) is not None
+    return package_installed(_PACKAGE)
 
 
 def face_detector() -> FaceDetector:
@@ -74,15 +74,11 @@ def face_detector() -> FaceDetector:
         ...                            generator=face_dcgan())
         >>> faces = sampler.sample(1, (8.0, None), n_samples=8)  # face logit >= 8
     """
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"MTCNN's pretrained ONet comes from the PyPI package facenet-pytorch: "
-            f"{_INSTALL}"
-        )
+    path = package_file(
+        _PACKAGE, "MTCNN's pretrained ONet", _INSTALL, "data", "onet.pt"
+    )
     from facenet_pytorch.models.mtcnn import ONet
 
     onet = ONet(pretrained=False)
-    path = os.path.join(spec.submodule_search_locations[0], "data", "onet.pt")
     onet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return FaceDetector(onet).eval()
