@@ -320,6 +320,26 @@ def test_leaves_run_the_tail_on_groups_of_rows_in_row_order():
     assert calls == [9, 9]  # two groups of three rows; no empty flush
 
 
+def test_a_wide_player_layer_walks_depth_first_with_few_examples():
+    """Few examples but thousands of players: the breadth-first engine would
+    pay for every channel of the next layer on every row, so "auto" walks
+    depth first (same values as breadth first); a narrow layer with as few
+    examples stays breadth first."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 6, generator=g)
+    y = torch.randint(0, 3, (16,), generator=g)
+    kw = dict(target=y, metric="loss", n_permutations=1, seed=0)
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Linear(6, 2048), nn.ReLU(), nn.Linear(2048, 3)).eval()
+    ns = NeuronShapley(wide, wide[0])
+    auto = ns.interpret(x, **kw)
+    assert auto.engine == "incremental"
+    breadth = ns.interpret(x, engine="segments", **kw)
+    torch.testing.assert_close(auto.values, breadth.values, atol=1e-6, rtol=0)
+    narrow = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 3)).eval()
+    assert NeuronShapley(narrow, narrow[0]).interpret(x, **kw).engine == "segments"
+
+
 def test_a_wrong_incremental_path_is_caught_by_the_check(monkeypatch):
     """The incremental engine compares itself with direct evaluation on a
     few examples before it is used: a wrong incremental path does not apply
