@@ -73,11 +73,10 @@ class DigitsResNet(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
-def train_resnet(data, epochs: int, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = DigitsResNet()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = data.train_inputs, data.train_labels
+def fit(model: nn.Module, x, y, epochs: int, lr: float, seed: int = 0) -> nn.Module:
+    """Adam on the cross-entropy, batches of 64 in a seeded order; the model
+    in eval mode."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         order = torch.randperm(x.shape[0], generator=gen)
@@ -89,6 +88,12 @@ def train_resnet(data, epochs: int, seed: int = 0) -> nn.Module:
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def train_resnet(data, epochs: int, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = DigitsResNet()
+    return fit(model, data.train_inputs, data.train_labels, epochs, 3e-3, seed)
 
 
 def shapley_scores(model, convs, x, y, metric, seconds):

@@ -28,6 +28,8 @@ load. ``--quick`` is a smoke version (8 permutations, no reference).
 
 import argparse
 import json
+import os
+import sys
 import time
 import warnings
 
@@ -37,6 +39,9 @@ from torch import nn
 from captum_inverseset import NeuronShapley
 from captum_inverseset.zoo import load_digits_dataset
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_neuron_shapley_ablation import fit  # noqa: E402
+
 WIDTH = 4800
 TOP_K = 100
 
@@ -44,18 +49,7 @@ TOP_K = 100
 def wide_mlp(data, epochs: int = 30) -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, WIDTH), nn.ReLU(), nn.Linear(WIDTH, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = data.train_inputs.flatten(1), data.train_labels
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=gen)
-        for start in range(0, x.shape[0], 64):
-            idx = order[start : start + 64]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    fit(model, data.train_inputs.flatten(1), data.train_labels, epochs, 1e-3)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
