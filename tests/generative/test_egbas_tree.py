@@ -149,6 +149,57 @@ def test_a_layer_near_the_output_keeps_the_candidates_outputs():
     torch.testing.assert_close(res.outputs, gen(res.latents))
 
 
+class CallCounter(RowCounter):
+    """Counts the forward calls that reach it as well as the rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("latent_bound", [None, "typical"])
+def test_the_first_pass_shares_the_query_forward(monkeypatch, latent_bound):
+    """A layer near the output: the first pass's candidates run the whole
+    generator in the query's own forward pass (one call less), and the tree
+    is the one of separate forward passes (the reference path)."""
+    torch.manual_seed(0)
+    gen = nn.Sequential(
+        nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 256), nn.ReLU(), nn.Linear(256, 2)
+    )
+    gen.append(CallCounter())
+    gen.eval()
+    z0 = torch.randn(1, 4, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(256, dtype=torch.bool)
+    mask[::4] = True
+    kwargs = dict(n_samples=60, mask=mask, step_size=0.2, latent_bound=latent_bound)
+
+    def run():
+        egbas = EGBAS(gen, gen[2])
+        gen[5].calls = gen[5].rows = 0
+        return egbas.sample(z0, **kwargs), gen[5].calls, gen[5].rows
+
+    fused, fused_calls, fused_rows = run()
+    monkeypatch.setattr(tree_module, "first_pass", lambda *args: None)
+    plain, plain_calls, plain_rows = run()
+    assert fused.complete and fused.n_passes >= 2
+    # the FLOP probe, the query, then one call per pass; the query's call
+    # holds the first pass in the fused run
+    assert plain_calls == 1 + 1 + plain.n_passes
+    assert fused_calls == plain_calls - 1
+    assert fused_rows == plain_rows == 1 + 1 + fused.n_proposed
+    assert torch.equal(fused.latents, plain.latents)
+    assert torch.equal(fused.tree, plain.tree)
+    assert fused.n_proposed == plain.n_proposed
+    torch.testing.assert_close(fused.outputs, plain.outputs)
+    torch.testing.assert_close(fused.outputs, gen(fused.latents))
+    torch.testing.assert_close(fused.query_output, gen(z0)[0])
+    assert fused.in_region.all()
+
+
 # -- the tree --------------------------------------------------------------------
 def test_nearest_node_search_equals_brute_force(monkeypatch):
     gen = torch.Generator().manual_seed(0)

@@ -10,6 +10,7 @@ supporting boundary set), :mod:`.tree` (the rapidly-exploring random tree),
 """
 
 import warnings
+from functools import partial
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
@@ -39,7 +40,7 @@ from .epsilon import bisect_radius, epsilon_ball
 from .mask import keep_probabilities
 from .region import LayerSplit, SignPattern, check_mask, format_queries, format_query
 from .result import EGBASResult, EGBASWarning
-from .tree import TreeSettings, grow_tree, norm_bounds
+from .tree import QueryAndFirstPass, TreeSettings, grow_tree
 
 __all__ = ["EGBAS", "EGBASResult", "EGBASWarning"]
 
@@ -148,18 +149,19 @@ class EGBAS(LayerAttribution):
         self._split = LayerSplit(generator, layer, device_ids)
 
     # ------------------------------------------------------------------ helpers
-    def _query(self, z0: Any) -> Tuple[Tensor, Tensor, Tensor]:
+    def _query(self, z0: Any, run: Optional[Callable] = None) -> Tuple[Tensor, ...]:
         """``(z0, h(z0), G(z0))`` of a validated query, batch of one (inside
-        the caller's ``preserve_model_state`` and ``no_grad`` block)."""
+        the caller's ``preserve_model_state`` and ``no_grad`` block); ``run``
+        (the formatted query to ``(h, G)``) replaces the plain forward pass."""
         z0 = format_query(self.forward_func, z0)
-        pre0, out0 = self._split.run(z0)
+        pre0, out0 = (run or self._split.run)(z0)
         return z0, pre0, out0
 
-    def _prepare_sampling(self, z0, n_samples, mask, seed, mask_kwargs):
+    def _prepare_sampling(self, z0, n_samples, mask, seed, mask_kwargs, run=None):
         check_positive_int("n_samples", n_samples)
         mask_kwargs = check_mask_kwargs(mask_kwargs)
         make_generator(seed)  # validates the seed before any work
-        z0, pre0, out0 = self._query(z0)
+        z0, pre0, out0 = self._query(z0, run)
         check_result_memory(n_samples, z0, out0)
         if mask is None:
             mask = self.supporting_boundaries(z0, seed=seed, **mask_kwargs)
@@ -375,7 +377,8 @@ class EGBAS(LayerAttribution):
         afterwards, for the accepted latents only; when the layer holds most
         of the generator's FLOPs, the candidates run through the whole
         generator instead and the accepted ones keep their outputs
-        (whichever costs fewer FLOPs per accepted sample).
+        (whichever costs fewer FLOPs per accepted sample); the first pass
+        then shares the query's forward pass.
 
         The latent prior is respected with ``latent_bound``: a float keeps
         every node in the ball :math:`\|z\|_2 \le` ``latent_bound``;
@@ -430,29 +433,31 @@ class EGBAS(LayerAttribution):
         check_positive_int("n_step_halvings", n_step_halvings)
         exploration_scale = check_positive_float("exploration_scale", exploration_scale)
         check_bool("show_progress", show_progress)
-        with preserve_model_state(self.forward_func), torch.no_grad():
-            z0, pre0, out0, mask = self._prepare_sampling(
-                z0, n_samples, mask, seed, mask_kwargs
-            )
-            settings = TreeSettings(
+        start = QueryAndFirstPass(
+            self._split,
+            partial(
+                TreeSettings.for_query,
                 n_samples=n_samples,
                 step_size=step_size,
                 batch_size=batch_size,
                 exploration_scale=exploration_scale,
-                norm_bounds=norm_bounds(
-                    latent_bound, z0.flatten(1), z0[0].numel(), check_positive_float
-                ),
+                latent_bound=latent_bound,
                 max_iterations=max_iterations,
                 n_step_halvings=n_step_halvings,
+            ),
+            seed,
+        )
+        with preserve_model_state(self.forward_func), torch.no_grad():
+            z0, pre0, out0, mask = self._prepare_sampling(
+                z0, n_samples, mask, seed, mask_kwargs, start
             )
-            largest = settings.largest_pass()
+            largest = start.settings.largest_pass()
             check_batch_memory("batch_size", batch_size, largest, z0, pre0, out0)
-            self._split.measure_cost(z0)
             region = SignPattern(pre0[0], mask)
-            gen = make_generator(seed)
             tree = grow_tree(
-                self._split, z0, out0, region, settings, gen, show_progress
-            )
+                self._split, z0, out0, region, start.settings, start.gen,
+                show_progress, start.first,
+            )  # fmt: skip
             latents, outputs = tree.latents, tree.outputs
             missing = (~tree.has_output).nonzero().squeeze(1)
             if missing.numel():

@@ -11,15 +11,25 @@ accepted latents only, in batches.
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ...._utils.progress import progress
+from ...._utils.validation import check_positive_float, make_generator
 from .region import LayerSplit, SignPattern
 
-__all__ = ["Tree", "TreeSettings", "grow_tree", "norm_bounds"]
+__all__ = [
+    "FirstPass",
+    "Proposal",
+    "QueryAndFirstPass",
+    "Tree",
+    "TreeSettings",
+    "first_pass",
+    "grow_tree",
+    "norm_bounds",
+]
 
 # A pass proposes about two candidates per tree node (about half are accepted,
 # so the tree roughly doubles per pass and keeps several generations, which is
@@ -43,6 +53,15 @@ class TreeSettings:
     max_iterations: int
     n_step_halvings: int
 
+    @classmethod
+    def for_query(cls, z0: Tensor, latent_bound=None, **kwargs) -> "TreeSettings":
+        """The settings of a tree rooted at the formatted query ``z0``
+        (``latent_bound`` checked against it)."""
+        bounds = norm_bounds(
+            latent_bound, z0.flatten(1), z0[0].numel(), check_positive_float
+        )
+        return cls(norm_bounds=bounds, **kwargs)
+
     def largest_pass(self) -> int:
         """The most candidates one pass can hold."""
         return min(self.batch_size, max(MIN_PASS, self.n_samples + 1))
@@ -55,6 +74,8 @@ def _nearest(targets: Tensor, nodes: Tensor, nodes_sq: Tensor) -> Tensor:
     computes it for large inputs."""
     chunk = max(1, _CDIST_ELEMENTS // max(1, nodes.shape[0]))
     nodes_t = nodes.T
+    if targets.shape[0] <= chunk:
+        return torch.addmm(nodes_sq, targets, nodes_t, alpha=-2).argmin(dim=1)
     return torch.cat(
         [
             torch.addmm(
@@ -84,6 +105,122 @@ class Tree:
     n_passes: int
 
 
+@dataclass
+class Proposal:
+    """One pass's candidates: ``code`` (base node * halvings + retry level),
+    the displacement ``disp`` from the base node, the ``candidates`` and, with
+    norm bounds, the indices of those inside them (``tested``; None: all)."""
+
+    code: Tensor
+    disp: Tensor
+    candidates: Tensor
+    tested: Optional[Tensor]
+
+    @property
+    def batch(self) -> Tensor:
+        """The candidates that go through the generator."""
+        if self.tested is None:
+            return self.candidates
+        return self.candidates[self.tested]
+
+
+@dataclass
+class FirstPass:
+    """The first pass's proposal, and the layer outputs ``pre`` and outputs
+    ``out`` of its tested candidates (evaluated with the query)."""
+
+    proposal: Proposal
+    pre: Tensor
+    out: Tensor
+
+
+def _smallest_pass(s: TreeSettings) -> int:
+    # A small request gets smaller first passes, so that its tree still has a
+    # few generations (a first pass of 32 would give 15 samples one parent).
+    return min(MIN_PASS, max(4, math.ceil(s.n_samples / 2)))
+
+
+def _pass_size(s: TreeSettings, n_nodes: int, need: int, rate: float) -> int:
+    floor = _smallest_pass(s)
+    return min(
+        s.batch_size,
+        max(floor, math.ceil(GROWTH * n_nodes)),
+        max(floor, math.ceil(1.25 * need / rate)),
+    )
+
+
+def _runs_whole(share: Optional[float], rate: float) -> bool:
+    return share is not None and (1.0 - share) / rate < 1.0
+
+
+def _extend(
+    n: int, root: Tensor, nodes: Tensor, nodes_sq: Tensor, s: TreeSettings, gen
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """``n`` new extensions of the tree ``nodes``: nearest nodes, steps and
+    candidates."""
+    noise = torch.randn(n, root.shape[1], generator=gen)
+    targets = root + s.exploration_scale * noise.to(root.device, root.dtype)
+    nearest = _nearest(targets, nodes, nodes_sq)
+    start = nodes[nearest]
+    direction = targets - start
+    length = direction.norm(dim=1, keepdim=True)
+    direction *= length.clamp(max=s.step_size).div_(length.clamp_min(1e-30))
+    return nearest, direction, start + direction
+
+
+def _within_bounds(candidates: Tensor, s: TreeSettings) -> Optional[Tensor]:
+    low, high = s.norm_bounds
+    if not (low > 0 or math.isfinite(high)):
+        return None
+    norms = candidates.norm(dim=1)
+    return ((norms >= low) & (norms <= high)).nonzero().squeeze(1)
+
+
+def first_pass(
+    z0: Tensor, settings: TreeSettings, share: Optional[float], gen
+) -> Optional[Proposal]:
+    """The first pass's proposal when it runs the whole generator (see
+    :func:`grow_tree`), so that its candidates can share the query's forward
+    pass; None otherwise. Draws from ``gen`` what the first pass would."""
+    if not _runs_whole(share, 0.5):
+        return None
+    root = z0.reshape(1, -1)
+    size = _pass_size(settings, 1, settings.n_samples, 0.5)
+    nearest, disp, candidates = _extend(
+        size, root, root, root.pow(2).sum(dim=1), settings, gen
+    )
+    halvings = settings.n_step_halvings
+    code = nearest * halvings if halvings > 1 else nearest
+    return Proposal(code, disp, candidates, _within_bounds(candidates, settings))
+
+
+class QueryAndFirstPass:
+    """The query's forward pass, ``z0 -> (h(z0), G(z0))``, for
+    :meth:`EGBAS.sample`. It makes the tree's ``settings`` (from
+    ``settings_of(z0)``) and random ``gen`` (from ``seed``), and when the
+    first pass runs the whole generator (:func:`first_pass`) its candidates
+    go through the generator in the same forward pass as the query
+    (``first``, else None): one call of the generator less per tree."""
+
+    def __init__(self, split: LayerSplit, settings_of: Callable, seed) -> None:
+        self.split, self.settings_of, self.seed = split, settings_of, seed
+        self.settings: Optional[TreeSettings] = None
+        self.gen: Optional[torch.Generator] = None
+        self.first: Optional[FirstPass] = None
+
+    def __call__(self, z0: Tensor) -> Tuple[Tensor, Tensor]:
+        self.settings = self.settings_of(z0)
+        self.gen = make_generator(self.seed)
+        share = self.split.measure_cost(z0)
+        proposal = first_pass(z0, self.settings, share, self.gen)
+        if proposal is None:
+            return self.split.run(z0)
+        rows = proposal.batch.reshape(-1, *z0.shape[1:])
+        pre, out = self.split.run(torch.cat([z0, rows]))
+        self.first = FirstPass(proposal, pre[1:], out[1:])
+        return pre[:1], out[:1]
+
+
 def grow_tree(
     split: LayerSplit,
     z0: Tensor,
@@ -92,6 +229,7 @@ def grow_tree(
     settings: TreeSettings,
     gen: torch.Generator,
     show_progress: bool,
+    first: Optional[FirstPass] = None,
 ) -> Tree:
     r"""Grow the tree rooted at ``z0`` (whose output is ``out0``).
 
@@ -117,14 +255,14 @@ def grow_tree(
     accepted ones' outputs is cheaper: with :math:`c` candidates per accepted
     sample (the acceptance so far, starting from 1/2) and FLOP share
     :math:`p`, a pass runs the whole generator when :math:`c (1 - p) < 1`.
+    When the first pass does (:func:`first_pass`), its candidates go through
+    the generator in the query's own forward pass (``first``).
     """
     s = settings
     latent_shape = z0.shape[1:]
     dim = z0[0].numel()
     root = z0.reshape(1, dim)
     device, dtype = root.device, root.dtype
-    low, high = s.norm_bounds
-    bounded = low > 0 or math.isfinite(high)
     halvings = s.n_step_halvings
     nodes = torch.empty(s.n_samples + 1, dim, device=device, dtype=dtype)
     nodes[0] = root[0]
@@ -139,64 +277,77 @@ def grow_tree(
     r_code = torch.empty(0, dtype=torch.long, device=device)
     r_disp = torch.empty(0, dim, device=device, dtype=dtype)
     n_nodes, n_proposed, n_passes, n_accepted = 1, 0, 0, 0
-    # A small request gets smaller first passes, so that its tree still has a
-    # few generations (a first pass of 32 would give 15 samples one parent).
-    floor = min(MIN_PASS, max(4, math.ceil(s.n_samples / 2)))
     with progress(s.n_samples, show_progress, "E-GBAS tree") as bar:
         while n_nodes - 1 < s.n_samples and n_passes < s.max_iterations:
             n_passes += 1
             need = s.n_samples - (n_nodes - 1)
             # The acceptance so far tells how many candidates the rest needs.
             rate = (n_accepted + 1) / (n_proposed + 2)
-            whole = share is not None and (1.0 - share) / rate < 1.0
-            size = min(
-                s.batch_size,
-                max(floor, math.ceil(GROWTH * n_nodes)),
-                max(floor, math.ceil(1.25 * need / rate)),
-            )
-            n_retry = min(size, r_code.shape[0])
-            code, disp = r_code[:n_retry], r_disp[:n_retry]
-            r_code, r_disp = r_code[n_retry:], r_disp[n_retry:]
-            if size > n_retry:
-                noise = torch.randn(size - n_retry, dim, generator=gen)
-                targets = root + s.exploration_scale * noise.to(device, dtype)
-                nearest = _nearest(targets, nodes[:n_nodes], nodes_sq[:n_nodes])
-                direction = targets - nodes[nearest]
-                length = direction.norm(dim=1, keepdim=True)
-                scale = length.clamp(max=s.step_size) / length.clamp_min(1e-30)
-                code = torch.cat([code, nearest * halvings])
-                disp = torch.cat([disp, direction * scale])
-            base = torch.div(code, halvings, rounding_mode="floor")
-            candidates = nodes[base] + disp
-            tested, batch = None, candidates
-            if bounded:
-                norms = candidates.norm(dim=1)
-                tested = ((norms >= low) & (norms <= high)).nonzero().squeeze(1)
-                batch = candidates[tested]
-            if batch.shape[0]:
-                latents = batch.reshape(-1, *latent_shape)
-                if whole:
-                    pre, out = split.run(latents)
+            whole = _runs_whole(share, rate)
+            n_retry = 0
+            if n_passes == 1 and first is not None:
+                prop, whole = first.proposal, True
+            else:
+                # The pending retries first, then new extensions.
+                size = _pass_size(s, n_nodes, need, rate)
+                n_retry = min(size, r_code.shape[0])
+                parts = []
+                if n_retry:
+                    code, disp = r_code[:n_retry], r_disp[:n_retry]
+                    r_code, r_disp = r_code[n_retry:], r_disp[n_retry:]
+                    base = torch.div(code, halvings, rounding_mode="floor")
+                    parts.append((code, disp, nodes[base] + disp))
+                if size > n_retry:
+                    tree_nodes = nodes[:n_nodes], nodes_sq[:n_nodes]
+                    nearest, disp, cand = _extend(
+                        size - n_retry, root, *tree_nodes, s, gen
+                    )
+                    code = nearest * halvings if halvings > 1 else nearest
+                    parts.append((code, disp, cand))
+                if len(parts) == 1:
+                    code, disp, candidates = parts[0]
                 else:
-                    pre = split.pre_activations(latents)
+                    code, disp, candidates = (torch.cat(t) for t in zip(*parts))
+                prop = Proposal(code, disp, candidates, _within_bounds(candidates, s))
+            code, disp, candidates, tested = (
+                prop.code, prop.disp, prop.candidates, prop.tested
+            )  # fmt: skip
+            n_cand = candidates.shape[0]
+            n_batch = n_cand if tested is None else tested.shape[0]
+            if n_batch:
+                if n_passes == 1 and first is not None:
+                    pre, out = first.pre, first.out
+                else:
+                    latents = prop.batch.reshape(-1, *latent_shape)
+                    if whole:
+                        pre, out = split.run(latents)
+                    else:
+                        pre = split.pre_activations(latents)
                 inside = region.contains(pre)
-                n_proposed += batch.shape[0]
-            if tested is None and batch.shape[0]:
+                n_proposed += n_batch
+            if tested is None and n_batch:
                 ok = inside
             else:
-                ok = torch.zeros(candidates.shape[0], dtype=torch.bool, device=device)
-                if batch.shape[0]:
+                ok = torch.zeros(n_cand, dtype=torch.bool, device=device)
+                if n_batch:
                     ok[tested] = inside
             accepted = ok.nonzero().squeeze(1)
-            n_accepted += accepted.shape[0]
-            accepted = accepted[:need]
+            n_ok = accepted.shape[0]
+            n_accepted += n_ok
+            if n_ok > need:
+                accepted = accepted[:need]
             k = accepted.shape[0]
             if k:
                 new = slice(n_nodes - 1, n_nodes - 1 + k)
                 added = candidates[accepted]
                 nodes[n_nodes : n_nodes + k] = added
                 nodes_sq[n_nodes : n_nodes + k] = added.pow(2).sum(dim=1)
-                parents[new] = base[accepted] - 1
+                accepted_code = code[accepted]
+                if halvings > 1:
+                    accepted_code = torch.div(
+                        accepted_code, halvings, rounding_mode="floor"
+                    )
+                parents[new] = accepted_code - 1
                 if whole:
                     rows = (
                         accepted
@@ -207,9 +358,17 @@ def grow_tree(
                     has_output[new] = True
                 n_nodes += k
                 bar.update(k)
-            retry = ~ok & (code % halvings < halvings - 1)
-            r_code = torch.cat([r_code, code[retry] + 1])
-            r_disp = torch.cat([r_disp, disp[retry] * 0.5])
+            if halvings > 1 and n_ok < n_cand:
+                retry = ~ok
+                if n_retry:  # a retry at the last level is not retried again
+                    retry &= code % halvings < halvings - 1
+                index = retry.nonzero().squeeze(1)
+                more_code = code.index_select(0, index).add_(1)
+                more_disp = disp.index_select(0, index).mul_(0.5)
+                if r_code.shape[0]:
+                    more_code = torch.cat([r_code, more_code])
+                    more_disp = torch.cat([r_disp, more_disp])
+                r_code, r_disp = more_code, more_disp
     n_found = n_nodes - 1
     return Tree(
         latents=nodes[1:n_nodes].reshape(n_found, *latent_shape),
