@@ -24,7 +24,7 @@ truncation at 5% of V(N) - V(empty), the issue's failure case):
   seeds of 100 permutations;
 * ``digits_resnet``: the residual digits network of
   ``bench_neuron_shapley_ablation.py`` (a stem and three BasicBlocks), 112
-  filters, top 10, 10 seeds of 30 permutations (the graph engine is slower
+  filters, top 10, 40 seeds of 30 permutations (the graph engine is slower
   per evaluation on this tiny network).
 
 ``--resnet18 N`` adds the evaluation counts at the paper's scale: every conv
@@ -37,7 +37,7 @@ Prints one JSON line; the evaluation counts do not depend on the machine's
 load. ``--quick`` is a smoke version (the digits CNN only, one seed).
 
     python benchmarks/bench_neuron_shapley_bandit_safety.py [--quick] [--seeds 40]
-        [--permutations 100] [--resnet-seeds 10] [--resnet-permutations 30]
+        [--permutations 100] [--resnet-seeds 40] [--resnet-permutations 30]
         [--resnet18 24]
 """
 
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="bandit seeds (40)")
     parser.add_argument("--permutations", type=int, default=None, help="(100)")
     parser.add_argument(
-        "--resnet-seeds", type=int, default=10, help="seeds on the residual net"
+        "--resnet-seeds", type=int, default=40, help="seeds on the residual net"
     )
     parser.add_argument(
         "--resnet-permutations", type=int, default=30, help="on the residual net"
