@@ -134,14 +134,10 @@ class FirstPass:
     out: Tensor
 
 
-def _smallest_pass(s: TreeSettings) -> int:
+def _pass_size(s: TreeSettings, n_nodes: int, need: int, rate: float) -> int:
     # A small request gets smaller first passes, so that its tree still has a
     # few generations (a first pass of 32 would give 15 samples one parent).
-    return min(MIN_PASS, max(4, math.ceil(s.n_samples / 2)))
-
-
-def _pass_size(s: TreeSettings, n_nodes: int, need: int, rate: float) -> int:
-    floor = _smallest_pass(s)
+    floor = min(MIN_PASS, max(4, math.ceil(s.n_samples / 2)))
     return min(
         s.batch_size,
         max(floor, math.ceil(GROWTH * n_nodes)),
@@ -156,8 +152,8 @@ def _runs_whole(share: Optional[float], rate: float) -> bool:
 def _extend(
     n: int, root: Tensor, nodes: Tensor, nodes_sq: Tensor, s: TreeSettings, gen
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """``n`` new extensions of the tree ``nodes``: nearest nodes, steps and
-    candidates."""
+    """``n`` new extensions of the tree ``nodes``: their codes (nearest node
+    * halvings, retry level 0), steps and candidates."""
     noise = torch.randn(n, root.shape[1], generator=gen)
     targets = root + s.exploration_scale * noise.to(root.device, root.dtype)
     nearest = _nearest(targets, nodes, nodes_sq)
@@ -165,7 +161,7 @@ def _extend(
     direction = targets - start
     length = direction.norm(dim=1, keepdim=True)
     direction *= length.clamp(max=s.step_size).div_(length.clamp_min(1e-30))
-    return nearest, direction, start + direction
+    return nearest * s.n_step_halvings, direction, start + direction
 
 
 def _within_bounds(candidates: Tensor, s: TreeSettings) -> Optional[Tensor]:
@@ -186,11 +182,9 @@ def first_pass(
         return None
     root = z0.reshape(1, -1)
     size = _pass_size(settings, 1, settings.n_samples, 0.5)
-    nearest, disp, candidates = _extend(
+    code, disp, candidates = _extend(
         size, root, root, root.pow(2).sum(dim=1), settings, gen
     )
-    halvings = settings.n_step_halvings
-    code = nearest * halvings if halvings > 1 else nearest
     return Proposal(code, disp, candidates, _within_bounds(candidates, settings))
 
 
@@ -283,10 +277,11 @@ def grow_tree(
             need = s.n_samples - (n_nodes - 1)
             # The acceptance so far tells how many candidates the rest needs.
             rate = (n_accepted + 1) / (n_proposed + 2)
+            # (the first pass, when given, is one that runs the whole generator)
             whole = _runs_whole(share, rate)
-            n_retry = 0
+            n_retry, evaluated = 0, None
             if n_passes == 1 and first is not None:
-                prop, whole = first.proposal, True
+                prop, evaluated = first.proposal, (first.pre, first.out)
             else:
                 # The pending retries first, then new extensions.
                 size = _pass_size(s, n_nodes, need, rate)
@@ -299,11 +294,7 @@ def grow_tree(
                     parts.append((code, disp, nodes[base] + disp))
                 if size > n_retry:
                     tree_nodes = nodes[:n_nodes], nodes_sq[:n_nodes]
-                    nearest, disp, cand = _extend(
-                        size - n_retry, root, *tree_nodes, s, gen
-                    )
-                    code = nearest * halvings if halvings > 1 else nearest
-                    parts.append((code, disp, cand))
+                    parts.append(_extend(size - n_retry, root, *tree_nodes, s, gen))
                 if len(parts) == 1:
                     code, disp, candidates = parts[0]
                 else:
@@ -315,8 +306,8 @@ def grow_tree(
             n_cand = candidates.shape[0]
             n_batch = n_cand if tested is None else tested.shape[0]
             if n_batch:
-                if n_passes == 1 and first is not None:
-                    pre, out = first.pre, first.out
+                if evaluated is not None:
+                    pre, out = evaluated
                 else:
                     latents = prop.batch.reshape(-1, *latent_shape)
                     if whole:
@@ -342,12 +333,8 @@ def grow_tree(
                 added = candidates[accepted]
                 nodes[n_nodes : n_nodes + k] = added
                 nodes_sq[n_nodes : n_nodes + k] = added.pow(2).sum(dim=1)
-                accepted_code = code[accepted]
-                if halvings > 1:
-                    accepted_code = torch.div(
-                        accepted_code, halvings, rounding_mode="floor"
-                    )
-                parents[new] = accepted_code - 1
+                base = torch.div(code[accepted], halvings, rounding_mode="floor")
+                parents[new] = base - 1
                 if whole:
                     rows = (
                         accepted
