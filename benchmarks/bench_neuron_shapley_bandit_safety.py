@@ -27,6 +27,16 @@ truncation at 5% of V(N) - V(empty), the issue's failure case):
   filters, top 10, 40 seeds of 30 permutations (the graph engine is slower
   per evaluation on this tiny network).
 
+``--resnet18-digits S`` adds the same check at the paper's scale on a
+trained network: ``torchvision.models.resnet18(weights=None,
+num_classes=10)`` trained here on the digits (bilinearly upsampled to
+3x32x32; 8 epochs), all 4800 conv filters as players, loss on 30 held-out
+digits, ``top_k=100``, ``S`` seeds of ``--resnet18-digits-permutations``
+(40) for each rule against a 10x longer reference.
+``--resnet18-digits-curve N`` runs the bandit and plain truncated Monte
+Carlo for ``N`` permutations each on the same network and reports their
+evaluations every 40 permutations.
+
 ``--resnet18 N`` adds the evaluation counts at the paper's scale: every conv
 filter of ``torchvision.models.resnet18(weights=None)`` (4800 players), loss
 against its own predictions on 16 random 3x32x32 inputs, ``top_k=100``
@@ -38,7 +48,8 @@ load. ``--quick`` is a smoke version (the digits CNN only, one seed).
 
     python benchmarks/bench_neuron_shapley_bandit_safety.py [--quick] [--seeds 40]
         [--permutations 100] [--resnet-seeds 40] [--resnet-permutations 30]
-        [--resnet18 24]
+        [--resnet18 24] [--resnet18-digits 8]
+        [--resnet18-digits-curve 200] [--skip-digits]
 """
 
 import argparse
@@ -54,14 +65,19 @@ from captum_inverseset import NeuronShapley
 from captum_inverseset.zoo import digits_classifier, load_digits_dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_neuron_shapley_ablation import train_resnet  # noqa: E402
+from bench_neuron_shapley_ablation import fit, train_resnet  # noqa: E402
 
 OLD_RULE = dict(
     bandit_union_bound=False, bandit_min_samples=0, bandit_value_range="observed"
 )
 
 
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
 def setting(name, model, x, y, k, n_perm, seeds, plain_seeds):
+    log(name, "reference", 10 * n_perm, "permutations")
     players = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     ns = NeuronShapley(model, players)
     base = dict(target=y, metric="loss")
@@ -95,6 +111,7 @@ def setting(name, model, x, y, k, n_perm, seeds, plain_seeds):
             drops.append(unsafe(res))
             evals.append(res.n_evaluations)
             settled.append(int(res.settled.sum()))
+            log(name, rule, "seed", seed, drops[-1], evals[-1], settled[-1])
         out[rule] = dict(
             seeds_with_unsafe_drops=sum(bool(d) for d in drops),
             unsafe_drops={str(s): d for s, d in zip(seeds, drops) if d},
@@ -109,6 +126,51 @@ def setting(name, model, x, y, k, n_perm, seeds, plain_seeds):
         ours = out[rule]["evaluations"][:plain_seeds]
         out[rule]["evaluations_over_plain_tmc"] = round(sum(ours) / sum(plain), 4)
     out["plain_tmc_evaluations"] = plain
+    return out
+
+
+def upsampled(x):
+    """Digits as 3x32x32 images, the input size of the ResNet benchmarks."""
+    x = nn.functional.interpolate(x, size=32, mode="bilinear", align_corners=False)
+    return x.repeat(1, 3, 1, 1)
+
+
+def train_resnet18(data, epochs: int = 8, seed: int = 0) -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    x, y = upsampled(data.train_inputs), data.train_labels
+    return fit(model, x, y, epochs, 1e-3, seed)
+
+
+def evaluation_curve(model, x, y, k, n_perm, step=40):
+    """Evaluations of the bandit (every default) and of plain truncated Monte
+    Carlo after every ``step`` permutations of one run each (seed 0)."""
+    ns = NeuronShapley(model, [m for m in model.modules() if isinstance(m, nn.Conv2d)])
+    full = ns.interpret(x, target=y, metric="loss", n_permutations=1, seed=0)
+    kw = dict(
+        target=y, metric="loss", n_permutations=n_perm, seed=0,
+        truncation_tolerance=0.05 * abs(full.value_full - full.value_empty),
+    )  # fmt: skip
+    out = {"permutations": list(range(step, n_perm + 1, step))}
+    for name, extra in (("bandit", dict(top_k=k)), ("plain_tmc", {})):
+        seen = {}
+
+        def record(stats, seen=seen):
+            if stats.n_permutations % step == 0:
+                seen[stats.n_permutations] = stats.n_evaluations
+
+        res = ns.interpret(x, callback=record, **kw, **extra)
+        seen[res.n_permutations] = res.n_evaluations
+        out[name] = [seen.get(n) for n in out["permutations"]]
+        if extra:
+            out["settled_at_end"] = int(res.settled.sum())
+        log("curve", name, out[name])
+    out["bandit_over_plain"] = [
+        None if a is None or b is None else round(a / b, 4)
+        for a, b in zip(out["bandit"], out["plain_tmc"])
+    ]
     return out
 
 
@@ -153,6 +215,19 @@ def main() -> None:
     parser.add_argument(
         "--resnet18", type=int, default=0, help="permutations at 4800 players (0: off)"
     )
+    parser.add_argument(
+        "--resnet18-digits", type=int, default=0,
+        help="seeds on a ResNet-18 trained on the digits (0: off)",
+    )  # fmt: skip
+    parser.add_argument("--resnet18-digits-permutations", type=int, default=40)
+    parser.add_argument(
+        "--resnet18-digits-curve", type=int, default=0,
+        help="permutations of one bandit and one plain run on it (0: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip-digits", action="store_true",
+        help="skip the digits CNN and the digits ResNet (with --resnet18-digits)",
+    )  # fmt: skip
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
@@ -162,8 +237,10 @@ def main() -> None:
     plain_seeds = min(args.plain_seeds, n_seeds)
     data = load_digits_dataset()
     x, y = data.test_inputs[:60], data.test_labels[:60]
-    models = {"digits_classifier": digits_classifier().eval()}
-    if not args.quick:
+    models = {}
+    if not args.skip_digits:
+        models["digits_classifier"] = digits_classifier().eval()
+    if not (args.quick or args.skip_digits):
         models["digits_resnet"] = train_resnet(data, epochs=15)
     figures = {"quick": args.quick}
     for name, model in models.items():
@@ -176,6 +253,25 @@ def main() -> None:
             )  # fmt: skip
         else:
             figures[name] = setting(name, model, x, y, 10, n_perm, seeds, plain_seeds)
+    if args.resnet18_digits or args.resnet18_digits_curve:
+        model = train_resnet18(data)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        xs = upsampled(data.test_inputs)
+        with torch.no_grad():
+            accuracy = (model(xs).argmax(1) == data.test_labels).float().mean()
+        figures["resnet18_digits_test_accuracy"] = round(float(accuracy), 4)
+        xs, ys = xs[:30], data.test_labels[:30]
+    if args.resnet18_digits:
+        n = args.resnet18_digits
+        figures["resnet18_digits"] = setting(
+            "resnet18_digits", model, xs, ys, 100,
+            args.resnet18_digits_permutations, list(range(n)), min(2, n),
+        )  # fmt: skip
+    if args.resnet18_digits_curve:
+        figures["resnet18_digits_curve"] = evaluation_curve(
+            model, xs, ys, 100, args.resnet18_digits_curve
+        )
     if args.resnet18:
         figures["resnet18"] = resnet18_counts(args.resnet18)
     print(json.dumps(figures))

@@ -26,9 +26,24 @@ network as one player set (weights=None), in one process.
    players), each in a fresh process: it must not grow with the number of
    permutations.
 
+4. **bandit** (not in the default sections): a run of
+   ``NeuronShapley(..., top_k=100)`` with every conv filter of
+   ``--bandit-arch`` (default ``inception_v3``, weights=None, its auxiliary
+   classifier left out) as players, BatchNorm statistics taken from the
+   inputs (see :func:`calibrate_batchnorm`), loss against the network's own
+   predictions on ``--bandit-examples`` random inputs of ``--bandit-size``
+   pixels, truncation at 5% of V(N) - V(empty) (as in
+   ``bench_neuron_shapley_bandit_safety.py``), one permutation per round,
+   every default of the bandit, until the top 100 is settled or
+   ``--bandit-seconds`` have passed; wall time, permutations, evaluations
+   and settled players.
+
+``--device cuda`` runs the throughput and bandit sections on a GPU (the
+memory sections measure the CPU's resident memory and stay on the CPU).
 Prints one JSON line. ``--quick`` is a smoke version (< 60 s).
 
     python benchmarks/bench_neuron_shapley_resnet.py [--quick] [--full]
+        [--device cuda] [--sections throughput,memory,permutations,bandit]
 """
 
 import argparse
@@ -137,9 +152,16 @@ def limit_walk(engine, inputs, masks):
     return torch.cat(outs)
 
 
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn):
+    sync()
     start = time.perf_counter()
     out = fn()
+    sync()
     return out, time.perf_counter() - start
 
 
@@ -150,15 +172,15 @@ def make_model(arch):
     return model.eval()
 
 
-def throughput(arch, n_examples, size, chunk, n_baseline, repeats):
+def throughput(arch, n_examples, size, chunk, n_baseline, repeats, device="cpu"):
     torch.manual_seed(0)
-    model = make_model(arch)
+    model = make_model(arch).to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     x = torch.rand(
         n_examples, 3, size, size, generator=torch.Generator().manual_seed(0)
-    )
+    ).to(device)
     with torch.no_grad():
         y = model(x).argmax(1)
     batches = [((x,), y, None)]
@@ -170,18 +192,19 @@ def throughput(arch, n_examples, size, chunk, n_baseline, repeats):
         graph = ShapleyGame(model, convs, batches, *parts, engine="graph").engine
     p = ours.n_players
     masks = walk_masks(p, p // 5, chunk)
+    rows = masks[:n_baseline].to(device)
     rates = {"baseline": 0.0, "limit": 0.0, "ours": 0.0}
     diffs = {}
     for _ in range(repeats):
         base, t = timed(lambda: hooks.evaluate(masks[:n_baseline]))
         rates["baseline"] = max(rates["baseline"], n_baseline / t)
-        limit_out, t = timed(lambda: limit_walk(graph, (x,), masks[:n_baseline]))
+        limit_out, t = timed(lambda: limit_walk(graph, (x,), rows))
         rates["limit"] = max(rates["limit"], n_baseline / t)
         ours.start_walk()
         values, t = timed(lambda: ours.evaluate(masks))
         rates["ours"] = max(rates["ours"], masks.shape[0] / t)
     limit_values = ours.metric.parts(limit_out, y, n_baseline)
-    limit_values = limit_values[0] / limit_values[1]
+    limit_values = (limit_values[0] / limit_values[1]).cpu()
     diffs["ours_vs_baseline"] = (values[:n_baseline] - base).abs().max().item()
     diffs["limit_vs_baseline"] = (limit_values - base).abs().max().item()
     return dict(
@@ -190,6 +213,7 @@ def throughput(arch, n_examples, size, chunk, n_baseline, repeats):
         eval_examples=n_examples,
         input_size=size,
         engine=ours.engine_name,
+        device=str(device),
         coalitions_timed={"ours": masks.shape[0], "baseline_and_limit": n_baseline},
         setup_seconds=setup,
         evals_per_s=rates,
@@ -197,6 +221,79 @@ def throughput(arch, n_examples, size, chunk, n_baseline, repeats):
         ours_over_baseline=rates["ours"] / rates["baseline"],
         limit_over_baseline=rates["limit"] / rates["baseline"],
         max_abs_diff=diffs,
+    )
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model, x):
+    """BatchNorm statistics of ``x``: with ``weights=None`` torchvision's
+    inception_v3 has logits of order 1e11 on random inputs (every example
+    one class, loss exactly 0, V(N) = V(empty)); normalised by the inputs'
+    own statistics its outputs are a usable game."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the passes
+        bn.train()
+    for start in range(0, x.shape[0], 8):
+        model(x[start : start + 8])
+    model.eval()
+
+
+def bandit_run(arch, size, n_examples, seconds, device="cpu", top_k=100,
+               truncation=0.05):  # fmt: skip
+    """Every conv filter of ``arch`` a player, the bandit for the top
+    ``top_k`` with its defaults, until settled or ``seconds`` have passed."""
+    torch.manual_seed(0)
+    model = make_model(arch).to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    convs = [  # the auxiliary classifier of inception_v3 runs only in training
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and not name.startswith("AuxLogits")
+    ]
+    x = torch.rand(
+        n_examples, 3, size, size, generator=torch.Generator().manual_seed(0)
+    ).to(device)
+    calibrate_batchnorm(model, x)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    parts = (resolve_metric("loss"), resolve_removal("mean"))
+    game = ShapleyGame(model, convs, [((x,), y, None)], *parts)
+    p = game.n_players
+    ends = game.evaluate(torch.stack([torch.ones(p), torch.zeros(p)]))
+    tolerance = truncation * abs(float(ends[0] - ends[1]))
+    del game
+    start = time.perf_counter()
+
+    def stop(stats):
+        return time.perf_counter() - start > seconds
+
+    result, wall = timed(
+        lambda: NeuronShapley(model, convs).interpret(
+            x, target=y, metric="loss", top_k=top_k, n_permutations=10**7,
+            truncation_tolerance=tolerance, permutations_per_round=1,
+            callback=stop, seed=0,
+        )
+    )  # fmt: skip
+    return dict(
+        arch=arch,
+        device=str(device),
+        players=int(result.values.numel()),
+        layers=len(convs),
+        eval_examples=n_examples,
+        input_size=size,
+        top_k=top_k,
+        truncation_tolerance=tolerance,
+        top_k_settled=result.top_k_settled,
+        settled_players=int(result.settled.sum()),
+        permutations=result.n_permutations,
+        evaluations=result.n_evaluations,
+        wall_seconds=wall,
+        seconds_limit=seconds,
+        engine=result.engine,
     )
 
 
@@ -273,6 +370,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short smoke run")
     parser.add_argument("--full", action="store_true", help="also resnet50")
     parser.add_argument("--sections", default="throughput,memory,permutations")
+    parser.add_argument("--device", default="cpu", help="throughput and bandit")
+    parser.add_argument("--bandit-arch", default="inception_v3")
+    parser.add_argument("--bandit-size", type=int, default=299)
+    parser.add_argument("--bandit-examples", type=int, default=32)
+    parser.add_argument("--bandit-seconds", type=float, default=300.0)
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -297,6 +399,7 @@ def main() -> None:
                 chunk=64 if quick else 512,
                 n_baseline=8 if quick else 48,
                 repeats=1 if quick else 2,
+                device=args.device,
             )
     if "memory" in sections:
         size, n, count = (112, 8, 8) if quick else (224, 64, 32)
@@ -310,6 +413,11 @@ def main() -> None:
         counts = (1, 3) if quick else (1, 10, 100)
         runs = [in_child("permutations", k) for k in counts]
         figures["memory_vs_permutations"] = runs
+    if "bandit" in sections:
+        figures["bandit"] = bandit_run(
+            args.bandit_arch, args.bandit_size, args.bandit_examples,
+            args.bandit_seconds, args.device,
+        )  # fmt: skip
     print(json.dumps(figures))
 
 
