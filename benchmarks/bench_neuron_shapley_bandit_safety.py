@@ -66,6 +66,7 @@ from captum_inverseset.zoo import digits_classifier, load_digits_dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_neuron_shapley_ablation import fit, train_resnet  # noqa: E402
+from bench_neuron_shapley_bandit_scale import five_percent_tolerance, run  # noqa: E402
 
 OLD_RULE = dict(
     bandit_union_bound=False, bandit_min_samples=0, bandit_value_range="observed"
@@ -80,10 +81,8 @@ def setting(name, model, x, y, k, n_perm, seeds, plain_seeds):
     log(name, "reference", 10 * n_perm, "permutations")
     players = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     ns = NeuronShapley(model, players)
-    base = dict(target=y, metric="loss")
-    full = ns.interpret(x, n_permutations=1, seed=0, **base)
-    tolerance = 0.05 * abs(full.value_full - full.value_empty)
-    kw = dict(truncation_tolerance=tolerance, **base)
+    tolerance = five_percent_tolerance(ns, x, y)
+    kw = dict(truncation_tolerance=tolerance, target=y, metric="loss")
     reference = ns.interpret(x, n_permutations=10 * n_perm, seed=10**6, **kw)
     ref_top = set(torch.argsort(reference.values, descending=True)[:k].tolist())
 
@@ -148,23 +147,16 @@ def evaluation_curve(model, x, y, k, n_perm, step=40):
     """Evaluations of the bandit (every default) and of plain truncated Monte
     Carlo after every ``step`` permutations of one run each (seed 0)."""
     ns = NeuronShapley(model, [m for m in model.modules() if isinstance(m, nn.Conv2d)])
-    full = ns.interpret(x, target=y, metric="loss", n_permutations=1, seed=0)
     kw = dict(
-        target=y, metric="loss", n_permutations=n_perm, seed=0,
-        truncation_tolerance=0.05 * abs(full.value_full - full.value_empty),
-    )  # fmt: skip
+        target=y, metric="loss", truncation_tolerance=five_percent_tolerance(ns, x, y)
+    )
     out = {"permutations": list(range(step, n_perm + 1, step))}
-    for name, extra in (("bandit", dict(top_k=k)), ("plain_tmc", {})):
-        seen = {}
-
-        def record(stats, seen=seen):
-            if stats.n_permutations % step == 0:
-                seen[stats.n_permutations] = stats.n_evaluations
-
-        res = ns.interpret(x, callback=record, **kw, **extra)
-        seen[res.n_permutations] = res.n_evaluations
-        out[name] = [seen.get(n) for n in out["permutations"]]
-        if extra:
+    for name, top_k in (("bandit", k), ("plain_tmc", None)):
+        res, rounds, _ = run(ns, x, kw, n_perm, seed=0, top_k=top_k)
+        at = dict(rounds)
+        at[res.n_permutations] = res.n_evaluations  # a run the bandit ended early
+        out[name] = [at.get(n) for n in out["permutations"]]
+        if top_k is not None:
             out["settled_at_end"] = int(res.settled.sum())
         log("curve", name, out[name])
     out["bandit_over_plain"] = [

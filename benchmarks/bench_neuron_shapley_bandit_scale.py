@@ -55,6 +55,13 @@ def wide_mlp(data, epochs: int = 30) -> nn.Module:
     return model
 
 
+def five_percent_tolerance(ns, x, y) -> float:
+    """The truncation tolerance of the bandit benchmarks: 5% of
+    |V(N) - V(empty)| of the loss game."""
+    ends = ns.interpret(x, target=y, metric="loss", n_permutations=1, seed=0)
+    return 0.05 * abs(ends.value_full - ends.value_empty)
+
+
 def run(ns, x, kw, n_perm, seed, top_k=None):
     """The result, (permutations, evaluations) after every round, seconds."""
     rounds = []
@@ -87,8 +94,7 @@ def main() -> None:
     accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
     x, y = x_test[:60], y_test[:60]
     ns = NeuronShapley(model, model[0])
-    ends = ns.interpret(x, target=y, metric="loss", n_permutations=1, seed=0)
-    tolerance = 0.05 * abs(ends.value_full - ends.value_empty)
+    tolerance = five_percent_tolerance(ns, x, y)
     kw = dict(target=y, metric="loss", truncation_tolerance=tolerance)
     plain, plain_rounds, plain_s = run(ns, x, kw, n_perm, seed=0)
     plain_at = dict(plain_rounds)
